@@ -1,0 +1,124 @@
+# sluice: a rate-limiting reverse proxy that holds and releases.
+#
+#   make            build build/sluice (optimised, with debug info)
+#   make run        install what is missing, build, run on proxy.yaml.sample (foreground)
+#   make test       install what is missing, build under ASan+UBSan, run unit + integration tests
+#   make bench      wrk against sluice and nginx in the same run (see bench/README.md)
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# User CFLAGS/LDFLAGS are added to ours, never replace them.
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(PREFIX)/etc
+DESTDIR    ?=
+PKG_CONFIG ?= pkg-config
+CC         ?= cc
+PYTEST     ?= pytest-3
+VERSION    := 0.1.0
+
+PKGS := libevent_openssl libevent_extra libevent openssl yaml-0.1
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+        -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DSLUICE_VERSION='"$(VERSION)"' -I. $(WARN) -MMD -MP
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+FINAL_CFLAGS  = $(BASE_CFLAGS) $(PKG_CFLAGS) $(OPT) $(CFLAGS)
+FINAL_LDFLAGS = $(LDFLAGS)
+FINAL_LIBS    = $(PKG_LIBS) -lm $(LIBS)
+
+LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/dispatch.c
+CONF_SRC    := conf/conf.c conf/units.c
+PROXY_SRC   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+DAEMON_SRC  := $(LIMITER_SRC) $(CONF_SRC) $(PROXY_SRC) proxy/main.c
+
+UNIT_TESTS  := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+
+# Release build
+REL := build/obj
+REL_OPT := -O2 -g
+# Sanitizer build: its own directory so objects never mix
+SAN := build/asan
+SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: all run test test-unit test-integration bench deps deps-run deps-bench install uninstall clean format
+
+all: build/sluice
+
+build/sluice: $(DAEMON_SRC:%.c=$(REL)/%.o)
+	$(CC) $(REL_OPT) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
+
+$(REL)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) $(REL_OPT) -c -o $@ $<
+
+$(SAN)/sluice: $(DAEMON_SRC:%.c=$(SAN)/%.o)
+	$(CC) $(SAN_OPT) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
+
+$(SAN)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) $(SAN_OPT) -c -o $@ $<
+
+# Each unit test links the one module it tests (and what that module needs).
+UNIT_DEPS_test_bucket   := limiter/bucket.c
+UNIT_DEPS_test_queue    := limiter/queue.c
+UNIT_DEPS_test_dispatch := $(LIMITER_SRC)
+UNIT_DEPS_test_units    := conf/units.c
+UNIT_DEPS_test_conf     := $(CONF_SRC)
+
+.SECONDEXPANSION:
+$(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) $(SAN_OPT) -o $@ $< $(UNIT_DEPS_$*) $(FINAL_LIBS) -lcmocka
+
+# Install what a fresh Debian machine lacks (apt-get), or say what to install.
+deps:
+	@sh contrib/install-deps.sh test
+
+deps-run:
+	@sh contrib/install-deps.sh run
+
+deps-bench:
+	@sh contrib/install-deps.sh bench
+
+run: deps-run
+	@$(MAKE) --no-print-directory build/sluice
+	@sh contrib/run-demo.sh build/sluice proxy.yaml.sample
+
+test: deps
+	@$(MAKE) --no-print-directory $(SAN)/sluice $(UNIT_TESTS:%=$(SAN)/tests/%)
+	@$(MAKE) --no-print-directory test-unit test-integration
+
+test-unit:
+	@set -e; for t in $(UNIT_TESTS); do \
+	    echo "== unit: $$t"; \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	        $(SAN)/tests/$$t; \
+	done
+
+test-integration:
+	SLUICE_BIN=$(CURDIR)/$(SAN)/sluice $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory build/sluice
+	@sh bench/run.sh
+
+install: build/sluice
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sluice $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 build/sluice $(DESTDIR)$(BINDIR)/sluice
+	install -m 0644 proxy.yaml.sample $(DESTDIR)$(SYSCONFDIR)/sluice/proxy.yaml.sample
+	if [ -f docs/sluice.1 ]; then install -m 0644 docs/sluice.1 $(DESTDIR)$(MANDIR)/man1/sluice.1; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sluice $(DESTDIR)$(SYSCONFDIR)/sluice/proxy.yaml.sample \
+	      $(DESTDIR)$(MANDIR)/man1/sluice.1
+
+format:
+	clang-format -i $(wildcard proxy/*.[ch] limiter/*.[ch] conf/*.[ch] tests/unit/*.[ch])
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

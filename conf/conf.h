@@ -1,0 +1,141 @@
+/*
+ * conf/conf: the configuration, loaded from YAML (libyaml) into plain structs.
+ *
+ * Contract
+ *   - conf_load() reads one file, parses and validates ALL of it, and returns a new
+ *     struct conf owned by the caller (free with conf_free), or NULL with a message of
+ *     the form "FILE:LINE:COL: key: problem" in `err`. It never touches sockets and
+ *     never changes a config that is already serving: a reload parses into a new struct
+ *     and the caller swaps only on success.
+ *   - Every value has been range-checked, every upstream named by a route exists
+ *     (route->upstream_index is resolved), and listeners do not overlap. Files named in
+ *     the config (TLS certificates, keys, CA files) are checked to be readable; whether
+ *     they hold what they should is checked by the module that loads them (proxy/tls),
+ *     which reports with the marks kept here.
+ *   - Called at start-up and on reload, from the main loop or before it; not reentrant
+ *     with respect to the same err buffer only.
+ */
+#ifndef SLUICE_CONF_CONF_H
+#define SLUICE_CONF_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct conf_mark {
+    uint32_t line, col; /* 1-based position of the value in the YAML file; 0 if defaulted */
+};
+
+enum conf_log_level { CONF_LOG_ERROR, CONF_LOG_WARN, CONF_LOG_INFO, CONF_LOG_DEBUG };
+enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
+
+/* TLS toward an upstream (url: https://...). */
+struct conf_tls_client {
+    int enabled;          /* 1 when the url scheme is https */
+    int verify;           /* default 1 */
+    char *ca_file;        /* NULL: the system trust store */
+    char *server_name;    /* NULL: the url's host (SNI and name check) */
+    int min_version;      /* 12 (default) or 13 */
+    char *cert, *key;     /* client certificate for mTLS, both or neither */
+    struct conf_mark mark, ca_file_mark, cert_mark, key_mark;
+};
+
+/* TLS terminated on a listener. */
+struct conf_tls_server {
+    int enabled;
+    char *cert, *key;
+    struct conf_mark mark, cert_mark, key_mark;
+};
+
+struct conf_listen {
+    char *address;  /* as written: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443" */
+    char *host;     /* the host part without brackets: "127.0.0.1", "::1" */
+    uint16_t port;
+    struct conf_tls_server tls;
+    struct conf_mark mark;
+};
+
+struct conf_limit {
+    double rate_per_sec; /* from "N/s", "N/m", "N/h"; fractions allowed */
+    double burst_tokens; /* default 1 */
+    struct conf_mark mark;
+};
+
+struct conf_upstream {
+    char *name;         /* the key under `upstreams:` */
+    char *url;          /* as written */
+    int https;          /* scheme */
+    char *host;         /* from the url, no brackets */
+    uint16_t port;      /* from the url, or 80 / 443 */
+    char *base_path;    /* url path without trailing '/', "" when none: prefixed to forwarded paths */
+    struct conf_limit *limits; /* at least one */
+    size_t nlimits;
+    uint32_t max_in_flight;      /* default 64 */
+    uint32_t queue_size;         /* default 1000 */
+    uint64_t max_wait_ms;        /* default 30000 */
+    uint64_t connect_timeout_ms; /* default 2000 */
+    uint64_t response_timeout_ms;/* default 30000 */
+    uint32_t keepalive;          /* idle connections kept open, default 32 */
+    int preserve_host;           /* forward the client's Host instead of the upstream's; default 0 */
+    struct conf_tls_client tls;
+    struct conf_mark mark;
+};
+
+struct conf_route {
+    char *path_prefix;     /* starts with '/' */
+    char *host;            /* NULL: any host; else matched case-insensitively, port ignored */
+    int strip_prefix;      /* default 0 */
+    char *upstream;        /* name */
+    size_t upstream_index; /* resolved index into conf.upstreams */
+    struct conf_mark mark;
+};
+
+struct conf_client {
+    uint32_t max_connections;  /* default 1024: stop accepting at the cap */
+    uint32_t max_header_size;  /* default 8k: request line + headers, else 431 */
+    uint64_t max_body_size;    /* default 1m: else 413 */
+    uint64_t timeout_ms;       /* default 60000: read/write inactivity, also keep-alive idle */
+};
+
+struct conf_admin {
+    int enabled;      /* 1 when an `admin:` section is present */
+    char *address, *host;
+    uint16_t port;
+    struct conf_mark mark;
+};
+
+struct conf_access_log {
+    int enabled;      /* 1 when an `access_log:` section is present */
+    char *path;       /* NULL or "-": stderr */
+    enum conf_log_format format; /* default text */
+};
+
+struct conf {
+    char *path;                    /* the file it came from */
+    struct conf_listen *listen;    /* at least one */
+    size_t nlisten;
+    uint64_t drain_timeout_ms;     /* default 30000 */
+    enum conf_log_level log_level; /* default info */
+    struct conf_client client;
+    struct conf_admin admin;
+    struct conf_access_log access_log;
+    struct conf_upstream *upstreams; /* at least one */
+    size_t nupstreams;
+    struct conf_route *routes;       /* at least one */
+    size_t nroutes;
+};
+
+/* Load and validate `path`. Returns a new conf, or NULL with "FILE:LINE:COL: message"
+ * (or "FILE: message" when no position applies, e.g. the file cannot be opened) in err. */
+struct conf *conf_load(const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Same, from a string in memory; `name` stands for FILE in messages (used by tests). */
+struct conf *conf_load_string(const char *name, const char *yaml, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+void conf_free(struct conf *c);
+
+/* Find an upstream by name; NULL when absent. */
+const struct conf_upstream *conf_find_upstream(const struct conf *c, const char *name);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * limiter/bucket: one token bucket (a rate and a burst), kept in the GCRA form.
+ *
+ * Contract
+ *   - Pure arithmetic: no I/O, no clock. Every call takes `now_ns`, a reading of a
+ *     monotonic clock in nanoseconds supplied by the caller (a fake one in tests).
+ *   - `now_ns` must never go backwards between calls on one bucket; a reading that
+ *     does is treated as equal to the last one.
+ *   - The bucket is embedded in its owner (the dispatcher); it allocates nothing.
+ *
+ * Representation
+ *   Instead of a token count refilled on every call, the bucket keeps the
+ *   "theoretical arrival time" (tat_ns): the moment at which it would be full again.
+ *   Taking `cost` tokens pushes tat forward by cost * interval_ns; a take is allowed
+ *   while tat - now stays within burst_ns.  Everything is integer nanoseconds, so no
+ *   rounding drift accumulates over long idle periods or long runs, and the guarantee
+ *   "at most rate * t + burst tokens in any window of length t" holds exactly
+ *   (interval_ns is rounded up, so rounding only ever errs on the slow side).
+ */
+#ifndef SLUICE_LIMITER_BUCKET_H
+#define SLUICE_LIMITER_BUCKET_H
+
+#include <stdint.h>
+
+struct bucket {
+    uint64_t interval_ns; /* time to earn one token: ceil(1e9 / rate_per_sec) */
+    uint64_t burst_ns;    /* burst_tokens * interval_ns: how far ahead tat may run */
+    uint64_t tat_ns;      /* when the bucket is full again; <= now means full */
+    uint64_t last_ns;     /* latest `now` seen, to clamp a clock that goes back */
+};
+
+/* Largest rate and burst accepted (keeps every product inside 64 bits). */
+#define BUCKET_MAX_RATE_PER_SEC 1e9
+#define BUCKET_MAX_BURST_TOKENS 1e6
+
+/* Set up a full bucket. rate_per_sec > 0 (fractions allowed: 0.5 = one token every 2 s),
+ * 1 <= burst_tokens <= BUCKET_MAX_BURST_TOKENS. Returns 0, or -1 on an invalid argument. */
+int bucket_init(struct bucket *b, double rate_per_sec, double burst_tokens, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
+/* Change rate and burst, keeping the tokens the bucket holds now (clamped to the new
+ * burst): a reload neither refills nor empties it. Returns 0, or -1 (bucket unchanged). */
+int bucket_reconfigure(struct bucket *b, double rate_per_sec, double burst_tokens, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
+/* Nanoseconds until `cost` tokens can be taken (0: now). `cost` may exceed the burst, in
+ * which case the answer is the time for the queue ahead to drain that many tokens, which
+ * is how the dispatcher predicts the wait of a request at position N (cost = N). */
+uint64_t bucket_wait_ns(const struct bucket *b, uint64_t cost, uint64_t now_ns);
+
+/* Take `cost` tokens if they are available now. Returns 0 (taken) or -1 (nothing taken). */
+int bucket_take(struct bucket *b, uint64_t cost, uint64_t now_ns);
+
+/* Tokens available now, fractional (for metrics and the status page). */
+double bucket_tokens(const struct bucket *b, uint64_t now_ns);
+
+/* The configured rate and burst, recomputed from the representation. */
+double bucket_rate_per_sec(const struct bucket *b);
+double bucket_burst_tokens(const struct bucket *b);
+
+#endif
