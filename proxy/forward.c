@@ -1,0 +1,379 @@
+/*
+ * proxy/forward: one request's exchange with its upstream. See forward.h.
+ *
+ *   forward_start ── evhttp_make_request ──> upstream
+ *        <── headers_cb: status + headers -> client (evhttp_send_reply_start)
+ *        <── body_cb:    each piece moved to the client (evhttp_send_reply_chunk);
+ *                        over RELAY_HIGH_WATER bytes waiting for a slow client, the
+ *                        upstream socket stops being read until the client catches up
+ *        <── done_cb:    evhttp_send_reply_end, connection back to the pool
+ *   errors: error_cb records why (timeout / bad answer / cancel); done_cb(NULL) answers
+ *   502 or 504 unless the answer had already started, in which case the client
+ *   connection is closed so that a truncated body never looks complete.
+ */
+#include "proxy/forward.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conf/conf.h"
+#include "proxy/clock.h"
+#include "proxy/log.h"
+#include "proxy/request.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+/* Bytes queued toward a client before we stop reading from its upstream. */
+#define RELAY_HIGH_WATER (256 * 1024)
+
+static const char *const hop_by_hop[] = {
+    "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
+    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", NULL,
+};
+
+/* Is `name` one of the comma-separated tokens of a Connection header value? */
+static int connection_lists(const char *connection, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = connection;
+
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end != '\0' && *end != ',')
+            end++;
+        const char *tail = end;
+        while (tail > p && (tail[-1] == ' ' || tail[-1] == '\t'))
+            tail--;
+        if ((size_t)(tail - p) == n && strncasecmp(p, name, n) == 0)
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+int forward_is_hop_by_hop(const char *name, const char *connection)
+{
+    size_t i;
+
+    for (i = 0; hop_by_hop[i] != NULL; i++)
+        if (strcasecmp(name, hop_by_hop[i]) == 0)
+            return 1;
+    return connection != NULL && connection_lists(connection, name);
+}
+
+/* All Connection header values joined, so that every listed name is found. */
+static const char *joined_connection(struct evkeyvalq *headers, char *buf, size_t len)
+{
+    struct evkeyval *h;
+    size_t used = 0;
+
+    buf[0] = '\0';
+    TAILQ_FOREACH(h, headers, next) {
+        if (strcasecmp(h->key, "Connection") == 0) {
+            int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", h->value);
+            if (n < 0 || (size_t)n >= len - used)
+                break;
+            used += (size_t)n;
+        }
+    }
+    return used ? buf : NULL;
+}
+
+/* The request-target toward the upstream: base_path + (stripped) path + ?query. */
+static int build_target(const struct request *r, char *out, size_t len)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->client);
+    const struct conf_upstream *cu = upstream_conf(r->upstream);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    const char *rest;
+    int n;
+
+    if (path == NULL || *path == '\0')
+        path = "/";
+    rest = path;
+    if (r->route->strip_prefix) {
+        size_t plen = strlen(r->route->path_prefix);
+        /* Keep the slash that ends the prefix: /api/ + /api/x -> /x */
+        if (plen > 0 && r->route->path_prefix[plen - 1] == '/')
+            plen--;
+        rest = path + plen;
+    }
+    n = snprintf(out, len, "%s%s%s%s%s", cu->base_path, *rest == '/' ? "" : "/", rest,
+                 query ? "?" : "", query ? query : "");
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static void copy_request_headers(struct request *r, struct evhttp_request *out)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->client);
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(out);
+    const struct conf_upstream *cu = upstream_conf(r->upstream);
+    const char *client_host = evhttp_find_header(in, "Host");
+    char conn_buf[512], xff[1024], host[300];
+    const char *connection = joined_connection(in, conn_buf, sizeof(conn_buf));
+    struct evkeyval *h;
+    size_t xff_len = 0;
+
+    xff[0] = '\0';
+    TAILQ_FOREACH(h, in, next) {
+        if (forward_is_hop_by_hop(h->key, connection) || strcasecmp(h->key, "Host") == 0 ||
+            strcasecmp(h->key, "Content-Length") == 0 || strcasecmp(h->key, "Expect") == 0 ||
+            strcasecmp(h->key, "X-Forwarded-Proto") == 0 ||
+            strcasecmp(h->key, "X-Forwarded-Host") == 0)
+            continue;
+        if (strcasecmp(h->key, "X-Forwarded-For") == 0) {
+            int n = snprintf(xff + xff_len, sizeof(xff) - xff_len, "%s, ", h->value);
+            if (n > 0 && (size_t)n < sizeof(xff) - xff_len)
+                xff_len += (size_t)n;
+            continue;
+        }
+        evhttp_add_header(oh, h->key, h->value);
+    }
+    snprintf(xff + xff_len, sizeof(xff) - xff_len, "%s", r->client_ip);
+    evhttp_add_header(oh, "X-Forwarded-For", xff);
+    evhttp_add_header(oh, "X-Forwarded-Proto", "http");
+    if (client_host != NULL)
+        evhttp_add_header(oh, "X-Forwarded-Host", client_host);
+
+    if (cu->preserve_host && client_host != NULL) {
+        evhttp_add_header(oh, "Host", client_host);
+    } else {
+        int default_port = cu->https ? 443 : 80;
+        int v6 = strchr(cu->host, ':') != NULL;
+        if (cu->port == default_port)
+            snprintf(host, sizeof(host), v6 ? "[%s]" : "%s", cu->host);
+        else
+            snprintf(host, sizeof(host), v6 ? "[%s]:%u" : "%s:%u", cu->host, cu->port);
+        evhttp_add_header(oh, "Host", host);
+    }
+}
+
+/* Status and headers have arrived: start the client's answer. */
+static void relay_start(struct request *r, struct evhttp_request *in)
+{
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(in);
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(r->client);
+    char conn_buf[512], wait[24];
+    const char *connection = joined_connection(ih, conn_buf, sizeof(conn_buf));
+    struct evkeyval *h;
+    const char *phrase = evhttp_request_get_response_code_line(in);
+
+    TAILQ_FOREACH(h, ih, next) {
+        if (forward_is_hop_by_hop(h->key, connection))
+            continue;
+        evhttp_add_header(oh, h->key, h->value);
+    }
+    snprintf(wait, sizeof(wait), "%llu", (unsigned long long)request_queue_wait_ms(r));
+    evhttp_add_header(oh, "Sluice-Queue-Wait", wait);
+    if (server_is_draining(r->server))
+        evhttp_add_header(oh, "Connection", "close");
+    r->state = REQUEST_RELAYING;
+    evhttp_send_reply_start(r->client, evhttp_request_get_response_code(in),
+                            phrase ? phrase : "");
+}
+
+static int headers_cb(struct evhttp_request *in, void *arg)
+{
+    struct request *r = arg;
+
+    if (r->client == NULL)
+        return 0;
+    relay_start(r, in);
+    return 0;
+}
+
+/* The client's output has drained: read the upstream again. */
+static void client_drained_cb(struct evhttp_connection *client_conn, void *arg)
+{
+    struct request *r = arg;
+
+    if (r->client_paused && r->conn != NULL) {
+        r->client_paused = 0;
+        bufferevent_enable(evhttp_connection_get_bufferevent(r->conn), EV_READ);
+    }
+}
+
+static void body_cb(struct evhttp_request *in, void *arg)
+{
+    struct request *r = arg;
+    struct evbuffer *piece = evhttp_request_get_input_buffer(in);
+    struct evhttp_connection *client_conn;
+
+    if (r->client == NULL || r->state != REQUEST_RELAYING) {
+        evbuffer_drain(piece, evbuffer_get_length(piece));
+        return;
+    }
+    client_conn = evhttp_request_get_connection(r->client);
+    if (client_conn != NULL &&
+        evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(client_conn))) +
+                evbuffer_get_length(piece) >
+            RELAY_HIGH_WATER) {
+        /* Slow client: stop reading the upstream until the client has taken what it has,
+         * so memory stays bounded by buffers, not by the body. While paused, watch the
+         * client so that its leaving is noticed even though nothing is being written. */
+        r->client_paused = 1;
+        bufferevent_disable(evhttp_connection_get_bufferevent(r->conn), EV_READ);
+        request_watch_client(r);
+        evhttp_send_reply_chunk_with_cb(r->client, piece, client_drained_cb, r);
+        return;
+    }
+    evhttp_send_reply_chunk(r->client, piece);
+}
+
+static void error_cb(enum evhttp_request_error err, void *arg)
+{
+    struct request *r = arg;
+    r->upstream_error = (int)err + 1; /* 0 means "none recorded" */
+}
+
+/* Close the client connection without an answer (its answer had already started). */
+static void drop_client(struct request *r)
+{
+    struct evhttp_connection *evcon;
+
+    request_unwatch_client(r);
+    if (r->client == NULL)
+        return;
+    evcon = evhttp_request_get_connection(r->client);
+    r->client = NULL;
+    if (evcon != NULL)
+        evhttp_connection_free(evcon);
+}
+
+static void done_cb(struct evhttp_request *in, void *arg)
+{
+    struct request *r = arg;
+    struct upstream *u = r->upstream;
+    struct evhttp_connection *conn = r->conn;
+    int code = in ? evhttp_request_get_response_code(in) : 0;
+    int err = r->upstream_error - 1;
+
+    r->outgoing = NULL;
+    r->conn = NULL;
+    if (code == 0) {
+        /* No complete answer. No error recorded means evhttp never connected (it reports
+         * connect failures and connect timeouts by calling us without an error). */
+        upstream_request_done(u, conn, 1);
+        if (r->state == REQUEST_RELAYING) {
+            log_warn("req=%llu route=%s upstream=%s: upstream failed mid-answer; closing client",
+                     (unsigned long long)r->id, r->route->path_prefix, upstream_name(u));
+            drop_client(r);
+            request_free(r);
+        } else if (err < 0) {
+            request_reply_error(r, 502, "upstream_connect", 0, "cannot connect to upstream '%s' (%s:%u)",
+                                upstream_name(u), upstream_conf(u)->host, upstream_conf(u)->port);
+        } else if (err == EVREQ_HTTP_TIMEOUT) {
+            request_reply_error(r, 504, "upstream_timeout", 0,
+                                "no answer from upstream '%s' within %llums", upstream_name(u),
+                                (unsigned long long)upstream_conf(u)->response_timeout_ms);
+        } else {
+            request_reply_error(r, 502, "upstream_error", 0,
+                                "upstream '%s' closed the connection or sent an invalid answer",
+                                upstream_name(u));
+        }
+        return;
+    }
+
+    if (r->client != NULL) {
+        if (r->state != REQUEST_RELAYING)
+            relay_start(r, in);
+        struct evbuffer *rest = evhttp_request_get_input_buffer(in);
+        if (evbuffer_get_length(rest) > 0)
+            evhttp_send_reply_chunk(r->client, rest);
+        request_unwatch_client(r);
+        evhttp_send_reply_end(r->client);
+        r->client = NULL;
+    }
+    log_debug("req=%llu route=%s upstream=%s: %d, queued %llums", (unsigned long long)r->id,
+              r->route->path_prefix, upstream_name(u), code,
+              (unsigned long long)request_queue_wait_ms(r));
+    upstream_request_done(u, conn, 1);
+    request_free(r);
+}
+
+void forward_start(struct request *r, struct evhttp_connection *conn)
+{
+    struct evhttp_request *out;
+    struct bufferevent *bev;
+    const struct conf_upstream *cu = upstream_conf(r->upstream);
+    struct evbuffer *body = evhttp_request_get_input_buffer(r->client);
+    enum evhttp_cmd_type method = evhttp_request_get_command(r->client);
+    bufferevent_data_cb writecb;
+    char target[8192];
+
+    if (build_target(r, target, sizeof(target)) != 0) {
+        upstream_request_done(r->upstream, conn, 1);
+        request_reply_error(r, 414, "uri_too_long", 0, "request target too long");
+        return;
+    }
+    out = evhttp_request_new(done_cb, r);
+    if (out == NULL) {
+        upstream_request_done(r->upstream, conn, 1);
+        request_reply_error(r, 502, "upstream_error", 0, "out of memory");
+        return;
+    }
+    evhttp_request_set_header_cb(out, headers_cb);
+    evhttp_request_set_chunked_cb(out, body_cb);
+    evhttp_request_set_error_cb(out, error_cb);
+    copy_request_headers(r, out);
+    if (evbuffer_get_length(body) > 0 || method == EVHTTP_REQ_POST || method == EVHTTP_REQ_PUT ||
+        method == EVHTTP_REQ_PATCH) {
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        evhttp_add_header(evhttp_request_get_output_headers(out), "Content-Length", len);
+        /* Moves the chains: the body is never copied. */
+        evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);
+    }
+    r->conn = conn;
+    r->outgoing = out;
+    log_debug("req=%llu route=%s upstream=%s: released after %llums -> %s",
+              (unsigned long long)r->id, r->route->path_prefix, cu->name,
+              (unsigned long long)request_queue_wait_ms(r), target);
+    if (evhttp_make_request(conn, out, method, target) != 0) {
+        /* evhttp freed `out`. */
+        r->outgoing = NULL;
+        r->conn = NULL;
+        upstream_request_done(r->upstream, conn, 0);
+        request_reply_error(r, 502, "upstream_connect", 0, "cannot connect to upstream '%s'",
+                            cu->name);
+        return;
+    }
+    /* A connection that is still connecting uses the connect timeout until it is up;
+     * evhttp then applies the connection's own (response) timeout. evhttp installs no
+     * write callback until connected (while sending, it has one), which is how we tell. */
+    bev = evhttp_connection_get_bufferevent(conn);
+    bufferevent_getcb(bev, NULL, &writecb, NULL, NULL);
+    if (writecb == NULL) {
+        struct timeval tv = {(time_t)(cu->connect_timeout_ms / 1000),
+                             (suseconds_t)((cu->connect_timeout_ms % 1000) * 1000)};
+        bufferevent_set_timeouts(bev, &tv, &tv);
+    }
+}
+
+void forward_abort(struct request *r)
+{
+    struct upstream *u = r->upstream;
+    struct evhttp_connection *conn = r->conn;
+
+    if (r->outgoing != NULL) {
+        struct evhttp_request *out = r->outgoing;
+        r->outgoing = NULL;
+        /* Resets the connection; evhttp calls error_cb(CANCEL) only, never done_cb. */
+        evhttp_cancel_request(out);
+    }
+    r->conn = NULL;
+    drop_client(r);
+    upstream_request_done(u, conn, 1);
+    request_free(r);
+}

@@ -1,0 +1,284 @@
+/*
+ * proxy/frontend: listeners, client connections, and the first look at each request.
+ *
+ *   accept ─> bev_cb (count the connection; at client.max_connections stop accepting)
+ *   evhttp reads a complete request (header/body limits and timeouts enforced there)
+ *   ─> request_cb: refuse what is malformed or oversized (4xx), route (404 when no
+ *      route), then upstream_submit() takes it.
+ *
+ * Counting connections: evhttp tells us of a new connection only through the
+ * bufferevent callback, before the connection object exists, and of its end only
+ * through the connection's close callback. So bev_cb queues the new bufferevent, and a
+ * priority-0 event (it runs before any I/O of the new connection can) finds the
+ * connection behind it (evhttp registers it as the bufferevent's callback argument)
+ * and installs the close callback.
+ */
+#include "proxy/frontend.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "conf/conf.h"
+#include "proxy/log.h"
+#include "proxy/request.h"
+#include "proxy/router.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+struct listener {
+    struct frontend *frontend;
+    const struct conf_listen *conf;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound; /* NULL once closed */
+};
+
+struct frontend {
+    struct server *server;
+    struct listener *listeners;
+    size_t nlisteners;
+    size_t connections;          /* open client connections */
+    int paused;                  /* accepting stopped at max_connections */
+    struct bufferevent **pending; /* new connections awaiting their close callback */
+    size_t npending, pending_cap;
+    struct event *pending_ev;    /* priority 0: registers close callbacks */
+};
+
+static void set_accepting(struct frontend *f, int on)
+{
+    size_t i;
+
+    for (i = 0; i < f->nlisteners; i++) {
+        struct evconnlistener *l;
+        if (f->listeners[i].bound == NULL)
+            continue;
+        l = evhttp_bound_socket_get_listener(f->listeners[i].bound);
+        if (on)
+            evconnlistener_enable(l);
+        else
+            evconnlistener_disable(l);
+    }
+}
+
+static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct frontend *f = arg;
+
+    f->connections--;
+    server_check_idle(f->server);
+    if (f->paused && f->connections < f->server->conf->client.max_connections) {
+        f->paused = 0;
+        set_accepting(f, 1);
+        log_info("below client.max_connections (%u): accepting again",
+                 f->server->conf->client.max_connections);
+    }
+}
+
+static void pending_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct frontend *f = arg;
+    size_t i;
+
+    for (i = 0; i < f->npending; i++) {
+        void *evcon = NULL;
+        bufferevent_getcb(f->pending[i], NULL, NULL, NULL, &evcon);
+        if (evcon != NULL)
+            evhttp_connection_set_closecb(evcon, conn_closed_cb, f);
+    }
+    f->npending = 0;
+}
+
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+    struct frontend *f = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+
+    if (bev == NULL)
+        return NULL;
+    if (f->npending == f->pending_cap) {
+        size_t cap = f->pending_cap ? f->pending_cap * 2 : 64;
+        struct bufferevent **grown = realloc(f->pending, cap * sizeof(*grown));
+        if (grown == NULL) {
+            bufferevent_free(bev);
+            return NULL;
+        }
+        f->pending = grown;
+        f->pending_cap = cap;
+    }
+    f->pending[f->npending++] = bev;
+    event_active(f->pending_ev, EV_TIMEOUT, 1);
+    f->connections++;
+    if (!f->paused && f->connections >= f->server->conf->client.max_connections) {
+        f->paused = 1;
+        set_accepting(f, 0);
+        log_warn("client.max_connections (%u) reached: not accepting until one closes",
+                 f->server->conf->client.max_connections);
+    }
+    return bev;
+}
+
+/* A path segment "." or ".." (also percent-encoded) could climb out of the route's
+ * prefix on the upstream: refuse rather than guess how the upstream normalises. */
+static int has_dot_segment(const char *path)
+{
+    const char *p = path;
+
+    while (*p != '\0') {
+        const char *seg = ++p; /* after '/' */
+        int dots = 0, other = 0;
+        while (*p != '\0' && *p != '/') {
+            if (*p == '.') {
+                dots++;
+                p++;
+            } else if (p[0] == '%' && p[1] == '2' && (p[2] == 'e' || p[2] == 'E')) {
+                dots++;
+                p += 3;
+            } else {
+                other = 1;
+                p++;
+            }
+        }
+        if (!other && (dots == 1 || dots == 2) && p > seg)
+            return 1;
+    }
+    return 0;
+}
+
+static size_t header_bytes(struct evhttp_request *req)
+{
+    struct evkeyval *h;
+    size_t n = strlen(evhttp_request_get_uri(req)) + 16; /* request line */
+
+    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
+        n += strlen(h->key) + strlen(h->value) + 4; /* ": " and CRLF */
+    return n;
+}
+
+static void request_cb(struct evhttp_request *req, void *arg)
+{
+    struct listener *l = arg;
+    struct server *s = l->frontend->server;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *te = evhttp_find_header(in, "Transfer-Encoding");
+    struct request *r = request_new(s, req);
+
+    if (r == NULL) {
+        evhttp_send_error(req, 503, "Out of memory");
+        return;
+    }
+    if (s->state != SERVER_RUNNING) {
+        request_reply_error(r, 503, "shutdown", 0, "sluice is shutting down");
+        return;
+    }
+    if (header_bytes(req) > s->conf->client.max_header_size) {
+        request_reply_error(r, 431, "header_too_large", 0,
+                            "request line and headers exceed client.max_header_size (%u bytes)",
+                            s->conf->client.max_header_size);
+        return;
+    }
+    /* evhttp already refuses Content-Length with Transfer-Encoding, duplicate lengths
+     * and chunked not last; we also refuse codings we would not forward faithfully. */
+    if (te != NULL && strcasecmp(te, "chunked") != 0) {
+        request_reply_error(r, 400, "bad_request", 0, "unsupported Transfer-Encoding");
+        return;
+    }
+    if (path == NULL || path[0] != '/' || has_dot_segment(path)) {
+        request_reply_error(r, 400, "bad_request", 0, "invalid request target");
+        return;
+    }
+    r->route = router_match(s->router, evhttp_request_get_host(req), path);
+    if (r->route == NULL) {
+        request_reply_error(r, 404, "no_route", 0, "no route for this host and path");
+        return;
+    }
+    r->upstream = s->upstreams[r->route->upstream_index];
+    upstream_submit(r->upstream, r);
+}
+
+struct frontend *frontend_new(struct server *s)
+{
+    struct frontend *f = calloc(1, sizeof(*f));
+    const struct conf *c = s->conf;
+    struct timeval tv;
+    size_t i;
+
+    if (f == NULL)
+        return NULL;
+    f->server = s;
+    f->listeners = calloc(c->nlisten, sizeof(*f->listeners));
+    f->pending_ev = event_new(s->base, -1, 0, pending_cb, f);
+    if (f->listeners == NULL || f->pending_ev == NULL)
+        goto fail;
+    event_priority_set(f->pending_ev, 0);
+    tv.tv_sec = (time_t)(c->client.timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((c->client.timeout_ms % 1000) * 1000);
+    for (i = 0; i < c->nlisten; i++) {
+        struct listener *l = &f->listeners[i];
+        l->frontend = f;
+        l->conf = &c->listen[i];
+        l->http = evhttp_new(s->base);
+        if (l->http == NULL)
+            goto fail;
+        f->nlisteners++;
+        /* evhttp's own header limit is a memory bound; the exact limit is checked in
+         * request_cb so that it can answer 431 rather than evhttp's 413. */
+        evhttp_set_max_headers_size(l->http, (ev_ssize_t)c->client.max_header_size * 4);
+        evhttp_set_max_body_size(l->http, (ev_ssize_t)c->client.max_body_size);
+        evhttp_set_timeout_tv(l->http, &tv);
+        evhttp_set_default_content_type(l->http, NULL);
+        evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+        evhttp_set_gencb(l->http, request_cb, l);
+        evhttp_set_bevcb(l->http, bev_cb, f);
+        l->bound = evhttp_bind_socket_with_handle(l->http, l->conf->host, l->conf->port);
+        if (l->bound == NULL) {
+            log_error("%s:%u:%u: listen %s: cannot bind: %m", c->path, l->conf->mark.line,
+                      l->conf->mark.col, l->conf->address);
+            goto fail;
+        }
+        log_info("listening on %s", l->conf->address);
+    }
+    return f;
+fail:
+    frontend_free(f);
+    return NULL;
+}
+
+void frontend_stop_accepting(struct frontend *f)
+{
+    size_t i;
+
+    for (i = 0; i < f->nlisteners; i++) {
+        if (f->listeners[i].bound != NULL) {
+            evhttp_del_accept_socket(f->listeners[i].http, f->listeners[i].bound);
+            f->listeners[i].bound = NULL;
+        }
+    }
+}
+
+void frontend_free(struct frontend *f)
+{
+    size_t i;
+
+    if (f == NULL)
+        return;
+    for (i = 0; i < f->nlisteners; i++)
+        evhttp_free(f->listeners[i].http);
+    free(f->listeners);
+    if (f->pending_ev != NULL)
+        event_free(f->pending_ev);
+    free(f->pending);
+    free(f);
+}
+
+size_t frontend_connections(const struct frontend *f) { return f->connections; }

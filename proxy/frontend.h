@@ -1,0 +1,29 @@
+/*
+ * proxy/frontend: the client side. One evhttp per configured listener; accepts
+ * connections (stopping at client.max_connections and resuming below it), receives
+ * complete requests from evhttp, refuses malformed or oversized ones, routes, and hands
+ * each routed request to its upstream's admission.
+ *
+ * Owns the evhttp servers and listeners; client connections belong to evhttp.
+ */
+#ifndef SLUICE_PROXY_FRONTEND_H
+#define SLUICE_PROXY_FRONTEND_H
+
+#include <stddef.h>
+
+struct server;
+struct frontend;
+
+/* Bind every listener of s->conf. Returns NULL (logged) when a listener cannot bind. */
+struct frontend *frontend_new(struct server *s);
+
+/* Close the listening sockets (drain): no new connection is accepted. Open client
+ * connections stay until their requests are answered. */
+void frontend_stop_accepting(struct frontend *f);
+
+/* Free everything, closing every client connection. NULL ok. */
+void frontend_free(struct frontend *f);
+
+size_t frontend_connections(const struct frontend *f);
+
+#endif

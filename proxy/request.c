@@ -1,0 +1,192 @@
+/*
+ * proxy/request: the per-request context and the answers sluice produces itself.
+ * See request.h for who owns a request when.
+ */
+#include "proxy/request.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "proxy/clock.h"
+#include "proxy/forward.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+struct request *request_new(struct server *s, struct evhttp_request *client)
+{
+    struct request *r = calloc(1, sizeof(*r));
+    struct evhttp_connection *evcon;
+    char *addr = NULL;
+    uint16_t port = 0;
+
+    if (r == NULL)
+        return NULL;
+    r->id = ++s->next_request_id;
+    r->server = s;
+    r->state = REQUEST_ADMITTING;
+    r->client = client;
+    r->waiter.data = r;
+    r->waiter.cost = 1;
+    r->arrived_ns = clock_now_ns();
+    evcon = evhttp_request_get_connection(client);
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &addr, &port);
+    snprintf(r->client_ip, sizeof(r->client_ip), "%s", addr ? addr : "-");
+    s->requests_open++;
+    return r;
+}
+
+void request_free(struct request *r)
+{
+    struct server *s;
+
+    if (r == NULL)
+        return;
+    s = r->server;
+    request_unwatch_client(r);
+    free(r);
+    s->requests_open--;
+    server_check_idle(s);
+}
+
+uint64_t request_queue_wait_ms(const struct request *r)
+{
+    uint64_t end = r->released_ns ? r->released_ns : clock_now_ns();
+    return end > r->arrived_ns ? (end - r->arrived_ns) / NS_PER_MS : 0;
+}
+
+static const char *status_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+    }
+}
+
+void request_reply_error(struct request *r, int status, const char *reason,
+                         uint32_t retry_after_s, const char *fmt, ...)
+{
+    struct evbuffer *body;
+    struct evkeyvalq *out;
+    char msg[512];
+    char num[24];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    if (status >= 500)
+        log_warn("req=%llu route=%s upstream=%s: %d %s: %s", (unsigned long long)r->id,
+                 r->route ? r->route->path_prefix : "-",
+                 r->upstream ? upstream_name(r->upstream) : "-", status, reason, msg);
+    else
+        log_info("req=%llu route=%s upstream=%s: %d %s: %s", (unsigned long long)r->id,
+                 r->route ? r->route->path_prefix : "-",
+                 r->upstream ? upstream_name(r->upstream) : "-", status, reason, msg);
+
+    request_unwatch_client(r);
+    if (r->client != NULL) {
+        out = evhttp_request_get_output_headers(r->client);
+        evhttp_clear_headers(out);
+        evhttp_add_header(out, "Content-Type", "text/plain; charset=utf-8");
+        evhttp_add_header(out, "Sluice-Reason", reason);
+        if (retry_after_s > 0) {
+            snprintf(num, sizeof(num), "%u", retry_after_s);
+            evhttp_add_header(out, "Retry-After", num);
+        }
+        if (r->released_ns != 0 || r->state == REQUEST_QUEUED) {
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)request_queue_wait_ms(r));
+            evhttp_add_header(out, "Sluice-Queue-Wait", num);
+        }
+        /* Errors found before the body was read would leave it unread: close. */
+        if (status == 400 || server_is_draining(r->server))
+            evhttp_add_header(out, "Connection", "close");
+        body = evbuffer_new();
+        if (body != NULL)
+            evbuffer_add_printf(body, "%d %s: %s\n", status, reason, msg);
+        evhttp_send_reply(r->client, status, status_phrase(status), body);
+        if (body != NULL)
+            evbuffer_free(body);
+        r->client = NULL;
+    }
+    request_free(r);
+}
+
+/* The client hung up. Withdraw the request from wherever it is. */
+static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct request *r = arg;
+    struct evhttp_connection *evcon;
+
+    log_info("req=%llu route=%s upstream=%s: client closed the connection while %s",
+             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
+             r->upstream ? upstream_name(r->upstream) : "-",
+             r->state == REQUEST_QUEUED ? "queued" : "in flight");
+    switch (r->state) {
+    case REQUEST_QUEUED:
+        upstream_withdraw(r->upstream, r);
+        evcon = evhttp_request_get_connection(r->client);
+        r->client = NULL;
+        request_unwatch_client(r);
+        /* Frees evhttp's request with it; nobody will write to that client. */
+        if (evcon != NULL)
+            evhttp_connection_free(evcon);
+        request_free(r);
+        break;
+    case REQUEST_IN_FLIGHT:
+    case REQUEST_RELAYING:
+        forward_abort(r);
+        break;
+    case REQUEST_ADMITTING:
+        break;
+    }
+}
+
+int request_watch_client(struct request *r)
+{
+    struct evhttp_connection *evcon;
+    evutil_socket_t fd;
+
+    if (r->client_watch != NULL || r->client == NULL)
+        return 0;
+    evcon = evhttp_request_get_connection(r->client);
+    if (evcon == NULL)
+        return -1;
+    fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+    if (fd < 0)
+        return -1;
+    /* EV_CLOSED (EPOLLRDHUP) reports the peer's FIN even while evhttp has stopped
+     * reading the socket, which it does while a request is being handled. */
+    r->client_watch = event_new(r->server->base, fd, EV_CLOSED, client_closed_cb, r);
+    if (r->client_watch == NULL)
+        return -1;
+    if (event_add(r->client_watch, NULL) != 0) {
+        event_free(r->client_watch);
+        r->client_watch = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void request_unwatch_client(struct request *r)
+{
+    if (r->client_watch != NULL) {
+        event_free(r->client_watch);
+        r->client_watch = NULL;
+    }
+}

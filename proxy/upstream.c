@@ -1,0 +1,268 @@
+/*
+ * proxy/upstream: queue, dispatcher timer and connection pool of one upstream.
+ *
+ * The data path through here:
+ *   upstream_submit ─> dispatch_submit ─(QUEUED)─> upstream_kick
+ *   upstream_kick: expired waiters -> 503 deadline; ready waiters -> forward_start
+ *                  (each with a pooled connection); then arm the ONE timer for
+ *                  dispatch_wake_ns(): the next token or the head's deadline.
+ *   upstream_request_done: connection back to the pool, dispatch_done, and the timer
+ *                  activated at once so the kick runs outside the evhttp callback.
+ *
+ * Invariants
+ *   - Exactly one timer per upstream, armed iff the queue is non-empty (or a kick is pending).
+ *   - A connection is either idle in `idle[]` or lent to exactly one in-flight request.
+ */
+#include "proxy/upstream.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "limiter/dispatch.h"
+#include "proxy/clock.h"
+#include "proxy/forward.h"
+#include "proxy/log.h"
+#include "proxy/request.h"
+#include "proxy/server.h"
+
+struct upstream {
+    struct server *server;
+    const struct conf_upstream *conf;
+    struct dispatch *dispatch;
+    struct event *timer;               /* the dispatcher's one wake-up */
+    struct evhttp_connection **idle;   /* idle keep-alive connections, LIFO */
+    size_t nidle, idle_cap;
+    uint32_t conns_lent;               /* connections lent to in-flight requests */
+    struct evhttp_connection **closing; /* given back but not kept: freed by the next kick */
+    size_t nclosing, closing_cap;
+    struct upstream_stats stats;
+};
+
+static void upstream_kick(struct upstream *u);
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg) { upstream_kick(arg); }
+
+static void free_closing(struct upstream *u)
+{
+    while (u->nclosing > 0)
+        evhttp_connection_free(u->closing[--u->nclosing]);
+}
+
+static void fill_dispatch_config(const struct conf_upstream *cu, struct dispatch_limit *limits,
+                                 struct dispatch_config *dc)
+{
+    size_t i;
+
+    for (i = 0; i < cu->nlimits && i < DISPATCH_MAX_LIMITS; i++) {
+        limits[i].rate_per_sec = cu->limits[i].rate_per_sec;
+        limits[i].burst_tokens = cu->limits[i].burst_tokens;
+    }
+    dc->limits = limits;
+    dc->nlimits = i;
+    dc->max_in_flight = cu->max_in_flight;
+    dc->queue_size = cu->queue_size;
+    dc->max_wait_ns = cu->max_wait_ms * NS_PER_MS;
+}
+
+struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
+{
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_config dc;
+    struct upstream *u = calloc(1, sizeof(*u));
+
+    if (u == NULL)
+        return NULL;
+    u->server = s;
+    u->conf = cu;
+    fill_dispatch_config(cu, limits, &dc);
+    u->dispatch = dispatch_new(&dc, clock_now_ns());
+    u->timer = evtimer_new(s->base, timer_cb, u);
+    u->idle_cap = cu->keepalive;
+    u->idle = calloc(u->idle_cap ? u->idle_cap : 1, sizeof(*u->idle));
+    if (u->dispatch == NULL || u->timer == NULL || u->idle == NULL) {
+        log_error("upstream %s: cannot create (invalid limits or out of memory)", cu->name);
+        upstream_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+void upstream_free(struct upstream *u)
+{
+    size_t i;
+
+    if (u == NULL)
+        return;
+    for (i = 0; i < u->nidle; i++)
+        evhttp_connection_free(u->idle[i]);
+    free(u->idle);
+    free_closing(u);
+    free(u->closing);
+    if (u->timer != NULL)
+        event_free(u->timer);
+    dispatch_free(u->dispatch);
+    free(u);
+}
+
+const struct conf_upstream *upstream_conf(const struct upstream *u) { return u->conf; }
+const char *upstream_name(const struct upstream *u) { return u->conf->name; }
+size_t upstream_queue_len(const struct upstream *u) { return dispatch_queue_len(u->dispatch); }
+uint32_t upstream_in_flight(const struct upstream *u) { return dispatch_in_flight(u->dispatch); }
+const struct upstream_stats *upstream_stats(const struct upstream *u) { return &u->stats; }
+
+/* Whole seconds for Retry-After: rounded up, at least 1. */
+static uint32_t retry_after_seconds(uint64_t ns)
+{
+    uint64_t s = (ns + NS_PER_SEC - 1) / NS_PER_SEC;
+    if (s < 1)
+        s = 1;
+    if (s > 86400)
+        s = 86400;
+    return (uint32_t)s;
+}
+
+void upstream_submit(struct upstream *u, struct request *r)
+{
+    uint64_t retry_ns = 0;
+    uint64_t now = clock_now_ns();
+
+    switch (dispatch_submit(u->dispatch, &r->waiter, now, &retry_ns)) {
+    case DISPATCH_QUEUED:
+        u->stats.admitted++;
+        r->state = REQUEST_QUEUED;
+        upstream_kick(u);
+        /* Still queued after the kick: watch for the client leaving. A request released
+         * at once is not watched, which keeps the pass-through path free of extra
+         * syscalls; its upstream response timeout bounds it. */
+        if (r->state == REQUEST_QUEUED && request_watch_client(r) != 0)
+            log_warn("req=%llu: cannot watch the client socket", (unsigned long long)r->id);
+        return;
+    case DISPATCH_FULL:
+        u->stats.refused_full++;
+        request_reply_error(r, 503, "queue_full", retry_after_seconds(retry_ns),
+                            "upstream '%s' queue is full (%zu waiting)", u->conf->name,
+                            dispatch_queue_len(u->dispatch));
+        return;
+    case DISPATCH_LATE:
+        u->stats.refused_late++;
+        request_reply_error(r, 503, "deadline", retry_after_seconds(retry_ns),
+                            "upstream '%s' predicted wait exceeds max_wait %llums",
+                            u->conf->name, (unsigned long long)u->conf->max_wait_ms);
+        return;
+    }
+}
+
+void upstream_withdraw(struct upstream *u, struct request *r)
+{
+    dispatch_cancel(u->dispatch, &r->waiter);
+    u->stats.withdrawn++;
+    /* The head may have changed: re-arm for the new head's time. */
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+static struct evhttp_connection *conn_get(struct upstream *u)
+{
+    struct evhttp_connection *evcon;
+    const struct conf_upstream *cu = u->conf;
+    struct timeval tv;
+
+    if (u->nidle > 0)
+        return u->idle[--u->nidle];
+    evcon = evhttp_connection_base_new(u->server->base, u->server->dns, cu->host, cu->port);
+    if (evcon == NULL)
+        return NULL;
+    /* Never resend on our own: a request may not be idempotent. */
+    evhttp_connection_set_retries(evcon, 0);
+    tv.tv_sec = (time_t)(cu->response_timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((cu->response_timeout_ms % 1000) * 1000);
+    evhttp_connection_set_timeout_tv(evcon, &tv);
+    return evcon;
+}
+
+void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable)
+{
+    if (conn != NULL) {
+        u->conns_lent--;
+        /* evhttp may still be inside this connection's callback chain: never free it
+         * here. A connection we do not keep is freed by the kick that follows. */
+        if (reusable && u->nidle < u->idle_cap) {
+            u->idle[u->nidle++] = conn;
+        } else {
+            if (u->nclosing == u->closing_cap) {
+                size_t cap = u->closing_cap ? u->closing_cap * 2 : 8;
+                struct evhttp_connection **grown = realloc(u->closing, cap * sizeof(*grown));
+                if (grown == NULL) {
+                    /* Out of memory: let evhttp free it when the upstream closes it. */
+                    evhttp_connection_free_on_completion(conn);
+                    conn = NULL;
+                } else {
+                    u->closing = grown;
+                    u->closing_cap = cap;
+                }
+            }
+            if (conn != NULL)
+                u->closing[u->nclosing++] = conn;
+        }
+    }
+    dispatch_done(u->dispatch);
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+static void upstream_kick(struct upstream *u)
+{
+    struct waiter *w;
+    struct request *r;
+    struct evhttp_connection *conn;
+    uint64_t now = clock_now_ns();
+    uint64_t wake;
+    struct timeval tv;
+
+    free_closing(u);
+    while ((w = dispatch_expired(u->dispatch, now)) != NULL) {
+        r = w->data;
+        u->stats.expired++;
+        request_reply_error(r, 503, "deadline", retry_after_seconds(NS_PER_SEC),
+                            "waited %llums in upstream '%s' queue (max_wait)",
+                            (unsigned long long)request_queue_wait_ms(r), u->conf->name);
+    }
+    while ((w = dispatch_next(u->dispatch, now)) != NULL) {
+        r = w->data;
+        r->released_ns = now;
+        u->stats.released++;
+        conn = conn_get(u);
+        if (conn == NULL) {
+            dispatch_done(u->dispatch);
+            request_reply_error(r, 502, "upstream_connect", 0,
+                                "cannot create a connection to upstream '%s'", u->conf->name);
+            continue;
+        }
+        u->conns_lent++;
+        r->state = REQUEST_IN_FLIGHT;
+        forward_start(r, conn);
+    }
+    wake = dispatch_wake_ns(u->dispatch, now);
+    if (wake == DISPATCH_NEVER) {
+        evtimer_del(u->timer);
+        return;
+    }
+    /* Round up: waking a microsecond early would find no token and spin once more. */
+    wake = wake > now ? wake - now + 999 : 0;
+    tv.tv_sec = (time_t)(wake / NS_PER_SEC);
+    tv.tv_usec = (suseconds_t)((wake % NS_PER_SEC) / 1000);
+    evtimer_add(u->timer, &tv);
+}
+
+void upstream_flush_queue(struct upstream *u, const char *reason)
+{
+    struct waiter *w;
+
+    while ((w = dispatch_pop(u->dispatch)) != NULL)
+        request_reply_error(w->data, 503, reason, 0,
+                            "sluice is shutting down; the request was not sent to '%s'",
+                            u->conf->name);
+    evtimer_del(u->timer);
+}

@@ -1,0 +1,59 @@
+/*
+ * proxy/upstream: one configured upstream at run time: its dispatcher (queue and token
+ * buckets, from limiter/), the one timer that wakes the dispatcher, and the pool of
+ * keep-alive evhttp connections toward the upstream.
+ *
+ * Ownership: the server owns every upstream. An upstream links queued requests (through
+ * their waiters) but does not own them: a queued request is owned by the queue slot it
+ * sits in until upstream hands it to forward_start() or answers it.
+ *
+ * All functions run in the event loop. None of them re-enters another: work that would
+ * (a finished request freeing a slot) is deferred to the upstream's timer, activated at once.
+ */
+#ifndef SLUICE_PROXY_UPSTREAM_H
+#define SLUICE_PROXY_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct request;
+struct conf_upstream;
+struct evhttp_connection;
+struct upstream;
+
+struct upstream_stats {
+    uint64_t admitted, released, refused_full, refused_late, expired, withdrawn;
+    uint64_t responses, failures;
+};
+
+/* Create from a validated config entry (not copied: it must outlive the upstream or be
+ * replaced by upstream_reconfigure). Returns NULL on failure (logged). */
+struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu);
+
+/* Free: the queue must be empty and nothing in flight; idle connections are closed. NULL ok. */
+void upstream_free(struct upstream *u);
+
+/* Admission. Takes ownership of r: queues it (it will be released, expired or withdrawn
+ * later) or answers it at once with 503 (queue_full / deadline) and frees it. */
+void upstream_submit(struct upstream *u, struct request *r);
+
+/* Take a queued request out of the queue without consuming a token (its client left).
+ * Ownership returns to the caller. */
+void upstream_withdraw(struct upstream *u, struct request *r);
+
+/* A forwarded request is over: give its connection back to the pool (`reusable` 0
+ * closes it) and free its in-flight slot. Safe to call from inside evhttp callbacks. */
+void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable);
+
+/* Answer every queued request with 503 `reason` (shutdown after drain_timeout). */
+void upstream_flush_queue(struct upstream *u, const char *reason);
+
+/* Observers. */
+const struct conf_upstream *upstream_conf(const struct upstream *u);
+const char *upstream_name(const struct upstream *u);
+size_t upstream_queue_len(const struct upstream *u);
+uint32_t upstream_in_flight(const struct upstream *u);
+const struct upstream_stats *upstream_stats(const struct upstream *u);
+
+#endif
