@@ -29,12 +29,17 @@ struct bucket {
     uint64_t last_ns;     /* latest `now` seen, to clamp a clock that goes back */
 };
 
-/* Largest rate and burst accepted (keeps every product inside 64 bits). */
+/* Largest rate and burst accepted. The slow end is bounded too: the burst must span at
+ * most UINT64_MAX / 4 ns (~146 years; burst_tokens / rate_per_sec in seconds), which keeps
+ * every sum of a clock reading and a span inside 64 bits. A rate whose 1e9 / rate is
+ * within 1e-12 of an integer (5000.0 / 3600, 10 * (1.0 / 86400)) gets that integer
+ * interval; any other is rounded up. */
 #define BUCKET_MAX_RATE_PER_SEC 1e9
 #define BUCKET_MAX_BURST_TOKENS 1e6
 
 /* Set up a full bucket. rate_per_sec > 0 (fractions allowed: 0.5 = one token every 2 s),
- * 1 <= burst_tokens <= BUCKET_MAX_BURST_TOKENS. Returns 0, or -1 on an invalid argument. */
+ * 1 <= burst_tokens <= BUCKET_MAX_BURST_TOKENS. Returns 0, or -1 on an invalid argument
+ * (NaN, out of range, or a burst too long to represent: see above). */
 int bucket_init(struct bucket *b, double rate_per_sec, double burst_tokens, uint64_t now_ns)
     __attribute__((warn_unused_result));
 

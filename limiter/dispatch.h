@@ -62,17 +62,22 @@ struct dispatch *dispatch_new(const struct dispatch_config *cfg, uint64_t now_ns
 void dispatch_free(struct dispatch *d);
 
 /* Apply a new config, keeping the queue and each bucket's token balance (bucket i keeps
- * its balance when limit i still exists). Deadlines of queued waiters are clamped to
- * now + new max_wait. A smaller queue_size refuses new waiters until the queue shrinks;
- * nobody already queued is dropped. Returns 0, or -1 (nothing changed). */
+ * its balance when limit i still exists; a new limit starts full). Deadlines of queued
+ * waiters are clamped to now + new max_wait. A smaller queue_size refuses new waiters
+ * until the queue shrinks; nobody already queued is dropped (a queued waiter whose cost
+ * now exceeds a burst can only expire). Returns 0, or -1 (nothing changed). */
 int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, uint64_t now_ns)
     __attribute__((warn_unused_result));
 
-/* Offer a waiter (its `cost` set by the caller, >= 1). On DISPATCH_QUEUED its
- * enqueued_ns and deadline_ns are set. On FULL or LATE it is not linked and
- * *retry_after_ns (if non-NULL) gets an honest estimate of when the same request would
- * be admitted: for FULL, when the head will be released; for LATE, how much sooner
- * the predicted wait would need to be. */
+/* Offer a waiter (its `cost` set by the caller, >= 1; 0 is stored as 1). On
+ * DISPATCH_QUEUED its enqueued_ns and deadline_ns are set. The predicted wait is the time
+ * for every limit to grant the tokens of the whole queue plus this one; max_in_flight is
+ * not part of it. On FULL or LATE it is not linked and *retry_after_ns (if non-NULL) gets
+ * an honest estimate of when the same request would be admitted: for FULL, when the head
+ * will leave (its tokens come due or its deadline, whichever is first; at least 1 ms);
+ * for LATE, how much sooner the predicted wait would need to be. A cost above some
+ * limit's burst can never be granted: LATE with *retry_after_ns = DISPATCH_NEVER (send no
+ * Retry-After). A waiter already linked is refused as FULL. */
 enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64_t now_ns,
                                     uint64_t *retry_after_ns);
 
@@ -85,15 +90,17 @@ void dispatch_cancel(struct dispatch *d, struct waiter *w);
 struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns);
 
 /* A queued waiter whose deadline has passed (deadline_ns <= now_ns), unlinked; or NULL.
- * Call repeatedly until NULL. It consumed no token. */
+ * Call repeatedly until NULL. It consumed no token. Call dispatch_next() first, so that a
+ * waiter whose tokens come due exactly at its deadline goes rather than expires. */
 struct waiter *dispatch_expired(struct dispatch *d, uint64_t now_ns);
 
 /* Unlink and return the head whatever its state (used at shutdown); NULL when empty. */
 struct waiter *dispatch_pop(struct dispatch *d);
 
 /* Give a released waiter its turn back at the head (the upstream refused it
- * unprocessed). The tokens it took stay spent: the upstream did see the request.
- * It stops counting in flight. */
+ * unprocessed). The tokens it took stay spent: the upstream did see the request, and it
+ * takes its cost again when released again. It stops counting in flight. Its deadline is
+ * clamped to the current head's, should a reload have shortened max_wait meanwhile. */
 void dispatch_requeue_head(struct dispatch *d, struct waiter *w);
 
 /* A request handed out by dispatch_next() has finished: one fewer in flight. */
@@ -110,6 +117,7 @@ size_t dispatch_queue_len(const struct dispatch *d);
 size_t dispatch_queue_cap(const struct dispatch *d);
 uint32_t dispatch_in_flight(const struct dispatch *d);
 size_t dispatch_nlimits(const struct dispatch *d);
+/* Tokens of limit `limit_index` now; 0 for an index out of range. */
 double dispatch_tokens(const struct dispatch *d, size_t limit_index, uint64_t now_ns);
 
 #endif

@@ -23,7 +23,8 @@ struct waiter {
     struct waiter *prev, *next; /* links; meaningful only while queued */
     uint64_t enqueued_ns;       /* when it entered the queue */
     uint64_t deadline_ns;       /* when it must leave the queue, released or not */
-    uint32_t cost;              /* tokens it takes from every limit when released (>= 1) */
+    uint32_t cost;              /* tokens it takes from every limit when released (>= 1);
+                                   fixed while queued (cost_sum counts it) */
     uint8_t queued;             /* 1 while linked in a queue */
     void *data;                 /* the owner's object; never touched by limiter/ */
 };
@@ -38,10 +39,11 @@ struct queue {
 void queue_init(struct queue *q, size_t cap);
 
 /* Append at the tail. Returns 0, or -1 when the queue already holds `cap` waiters.
- * The waiter must not be queued anywhere. */
+ * The waiter must not be queued anywhere (one already linked is refused with -1). */
 int queue_push(struct queue *q, struct waiter *w) __attribute__((warn_unused_result));
 
-/* Insert at the head regardless of `cap` (a request given back its turn). */
+/* Insert at the head regardless of `cap` (a request given back its turn). A waiter
+ * already linked is left alone. */
 void queue_push_head(struct queue *q, struct waiter *w);
 
 /* The head, or NULL when empty; the waiter stays queued. */

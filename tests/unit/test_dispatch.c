@@ -1,0 +1,615 @@
+/*
+ * tests/unit/test_dispatch: limiter/dispatch (with the real bucket and queue) against a
+ * fake clock: admission, release order and timing, in-flight cap, expiry, cancel,
+ * reconfigure and requeue.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "limiter/dispatch.h"
+#include "limiter/queue.h"
+#include "tests/unit/fakeclock.h"
+
+#define NW 64
+
+static struct waiter w[NW];
+
+static int setup(void **state)
+{
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < NW; i++) {
+        w[i].cost = 1;
+        w[i].data = &w[i];
+    }
+    return 0;
+}
+
+static struct dispatch_config config(const struct dispatch_limit *limits, size_t nlimits,
+                                     uint32_t max_in_flight, uint32_t queue_size,
+                                     uint64_t max_wait_ns)
+{
+    return (struct dispatch_config){
+        .limits = limits,
+        .nlimits = nlimits,
+        .max_in_flight = max_in_flight,
+        .queue_size = queue_size,
+        .max_wait_ns = max_wait_ns,
+    };
+}
+
+static struct dispatch *make(const struct dispatch_limit *limits, size_t nlimits,
+                             uint32_t max_in_flight, uint32_t queue_size, uint64_t max_wait_ns)
+{
+    struct dispatch_config cfg = config(limits, nlimits, max_in_flight, queue_size, max_wait_ns);
+    struct dispatch *d = dispatch_new(&cfg, fake_now());
+
+    assert_non_null(d);
+    return d;
+}
+
+static void submit_ok(struct dispatch *d, struct waiter *x)
+{
+    uint64_t retry = 12345;
+
+    assert_int_equal(dispatch_submit(d, x, fake_now(), &retry), DISPATCH_QUEUED);
+    assert_int_equal(x->queued, 1);
+    assert_int_equal(retry, 12345); /* untouched when queued */
+}
+
+/* Releases everything dispatch_next() gives now; returns how many. */
+static unsigned release_all(struct dispatch *d)
+{
+    unsigned n = 0;
+
+    while (dispatch_next(d, fake_now()) != NULL)
+        n++;
+    return n;
+}
+
+/* Empties the queue so dispatch_free's precondition holds. */
+static void drain_free(struct dispatch *d)
+{
+    while (dispatch_pop(d) != NULL)
+        ;
+    dispatch_free(d);
+}
+
+static void test_invalid_config(void **state)
+{
+    const struct dispatch_limit ok[] = {{10, 5}};
+    const struct dispatch_limit bad_rate[] = {{10, 5}, {0, 5}};
+    const struct dispatch_limit fast[] = {{2e9, 5}};
+    const struct dispatch_limit bad_burst[] = {{10, 0.5}};
+    const struct dispatch_limit big_burst[] = {{10, 2e6}};
+    const struct dispatch_limit nine[9] = {{1, 1}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                                           {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    struct dispatch_config cfgs[] = {
+        config(ok, 0, 1, 1, NS_PER_SEC),
+        config(nine, 9, 1, 1, NS_PER_SEC),
+        config(NULL, 1, 1, 1, NS_PER_SEC),
+        config(bad_rate, 2, 1, 1, NS_PER_SEC),
+        config(fast, 1, 1, 1, NS_PER_SEC),
+        config(bad_burst, 1, 1, 1, NS_PER_SEC),
+        config(big_burst, 1, 1, 1, NS_PER_SEC),
+        config(ok, 1, 0, 1, NS_PER_SEC),
+        config(ok, 1, 1, 0, NS_PER_SEC),
+        config(ok, 1, 1, 1, 0),
+    };
+
+    assert_null(dispatch_new(NULL, fake_now()));
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+        if (dispatch_new(&cfgs[i], fake_now()) != NULL)
+            fail_msg("config %zu accepted", i);
+    }
+    struct dispatch_config eight = config(nine, 8, 1, 1, NS_PER_SEC);
+    struct dispatch *d = dispatch_new(&eight, fake_now());
+    assert_non_null(d);
+    assert_int_equal(dispatch_nlimits(d), 8);
+    dispatch_free(d);
+    dispatch_free(NULL);
+}
+
+static void test_release_timing(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 2}};
+    struct dispatch *d = make(lim, 1, 100, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 5; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(w[0].enqueued_ns, t0);
+    assert_int_equal(w[0].deadline_ns, t0 + 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_queue_len(d), 5);
+
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(w[0].queued, 0);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_in_flight(d), 2);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 100 * NS_PER_MS);
+
+    fake_advance_ms(99);
+    assert_null(dispatch_next(d, fake_now()));
+    fake_advance_ms(1);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_in_flight(d), 3);
+    assert_int_equal(dispatch_queue_len(d), 2);
+    drain_free(d);
+}
+
+/* 10/s and 15/min together: after the first burst the minute limit sets the pace. */
+static void test_several_limits(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 10}, {15.0 / 60, 15}};
+    struct dispatch *d = make(lim, 2, 1000, 100, 3600 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 40; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(release_all(d), 10); /* the 10/s burst binds first */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 0, 1e-9);
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 5, 1e-9);
+
+    fake_advance_ms(1000);
+    assert_int_equal(release_all(d), 5); /* 10 per-second tokens, but 5 per-minute ones */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 5, 1e-9);
+    /* From here on, one every 4 s. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 4 * NS_PER_SEC);
+
+    unsigned released = 15;
+    while (fake_now() < t0 + 60 * NS_PER_SEC) {
+        uint64_t wake = dispatch_wake_ns(d, fake_now());
+        assert_true(wake > fake_now());
+        fake_advance_ns(wake - fake_now());
+        unsigned n = release_all(d);
+        assert_int_equal(n, 1);
+        assert_int_equal((fake_now() - t0) % (4 * NS_PER_SEC), 0);
+        released += n;
+    }
+    /* 15 burst + 60 s * 15/min over the first minute, and not one more. */
+    assert_int_equal(released, 30);
+    assert_int_equal(fake_now(), t0 + 60 * NS_PER_SEC);
+    assert_int_equal(dispatch_queue_len(d), 10);
+    drain_free(d);
+}
+
+/* The prediction for a newcomer uses every limit: the minute limit refuses first. */
+static void test_late_several_limits(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 10}, {15.0 / 60, 15}};
+    struct dispatch *d = make(lim, 2, 1000, 100, 10 * NS_PER_SEC);
+    uint64_t retry = 0;
+
+    /* The k-th waiter waits k * 4 s - 60 s on the minute limit: 17 fit in 10 s. */
+    for (int i = 0; i < 17; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(dispatch_submit(d, &w[17], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 2 * NS_PER_SEC); /* 12 s predicted, 10 s allowed */
+    assert_int_equal(w[17].queued, 0);
+    assert_int_equal(dispatch_queue_len(d), 17);
+    drain_free(d);
+}
+
+static void test_late(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 2}};
+    struct dispatch *d = make(lim, 1, 100, 100, 3 * NS_PER_SEC);
+    uint64_t retry = 0;
+
+    /* Predicted waits 0, 0, 1, 2 and 3 s: the last equals max_wait and still goes in. */
+    for (int i = 0; i < 5; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(dispatch_submit(d, &w[5], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 1 * NS_PER_SEC);
+    assert_int_equal(w[5].queued, 0);
+    /* A request of cost 2 needs both tokens: 5 s predicted. */
+    w[6].cost = 2;
+    assert_int_equal(dispatch_submit(d, &w[6], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 2 * NS_PER_SEC);
+    /* Waiting alone does not help while nobody is released: the bucket is already full. */
+    fake_advance_ms(1000);
+    assert_int_equal(dispatch_submit(d, &w[5], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 1 * NS_PER_SEC);
+    /* Released waiters make room: 2 + 1 go, and the tokens the queue needs shrink. */
+    assert_int_equal(release_all(d), 2);
+    assert_int_equal(dispatch_queue_len(d), 3);
+    /* Both tokens went at t0 + 1 s; the 3 queued are due at t0 + 2, 3 and 4 s, and a
+     * newcomer at t0 + 5 s: 4 s from now, 1 s too many. */
+    assert_int_equal(dispatch_submit(d, &w[5], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 1 * NS_PER_SEC);
+    fake_advance_ms(1000);
+    assert_int_equal(release_all(d), 1);
+    submit_ok(d, &w[5]);
+    drain_free(d);
+}
+
+static void test_cost_zero_and_too_big(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 2}, {100, 50}};
+    struct dispatch *d = make(lim, 2, 100, 100, 60 * NS_PER_SEC);
+    uint64_t retry = 0;
+
+    w[0].cost = 0;
+    submit_ok(d, &w[0]);
+    assert_int_equal(w[0].cost, 1); /* 0 counts as 1 */
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 1, 1e-9);
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 49, 1e-9);
+
+    /* More than the 2-token burst: no wait would ever grant it. */
+    w[1].cost = 3;
+    assert_int_equal(dispatch_submit(d, &w[1], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, DISPATCH_NEVER);
+    assert_int_equal(w[1].queued, 0);
+    /* Exactly the burst is fine: it goes when the bucket is full again. */
+    w[2].cost = 2;
+    submit_ok(d, &w[2]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + NS_PER_SEC);
+    fake_advance_ms(1000);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 0, 1e-9);
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 48, 1e-9);
+    dispatch_free(d);
+}
+
+static void test_full(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 1}};
+    struct dispatch *d = make(lim, 1, 100, 3, 100 * NS_PER_SEC);
+    uint64_t retry = 0;
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, &w[i]);
+    /* The head could go right now: "retry" is the 1 ms floor, never 0. */
+    assert_int_equal(dispatch_submit(d, &w[3], fake_now(), &retry), DISPATCH_FULL);
+    assert_int_equal(retry, NS_PER_MS);
+    assert_int_equal(w[3].queued, 0);
+    assert_int_equal(dispatch_queue_len(d), 3);
+
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    submit_ok(d, &w[3]);
+    /* Now the head w[1] needs the next token, 1 s away. */
+    assert_int_equal(dispatch_submit(d, &w[4], fake_now(), &retry), DISPATCH_FULL);
+    assert_int_equal(retry, NS_PER_SEC);
+    fake_advance_ms(250);
+    assert_int_equal(dispatch_submit(d, &w[4], fake_now(), &retry), DISPATCH_FULL);
+    assert_int_equal(retry, 750 * NS_PER_MS);
+    assert_int_equal(dispatch_submit(d, &w[4], fake_now(), NULL), DISPATCH_FULL);
+    /* A place freed by a cancel is a place. */
+    dispatch_cancel(d, &w[2]);
+    submit_ok(d, &w[4]);
+    /* The head leaves at its deadline if that comes before its token. */
+    struct dispatch_config cfg = config(lim, 1, 100, 3, 200 * NS_PER_MS);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(dispatch_submit(d, &w[5], fake_now(), &retry), DISPATCH_FULL);
+    assert_int_equal(retry, 200 * NS_PER_MS);
+    drain_free(d);
+}
+
+static void test_max_in_flight(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 100}};
+    struct dispatch *d = make(lim, 1, 2, 10, 10 * NS_PER_SEC);
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, &w[i]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_null(dispatch_next(d, fake_now())); /* tokens plenty, slots none */
+    assert_int_equal(dispatch_in_flight(d), 2);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 98, 1e-9);
+    /* Only the deadline can wake us now: done() is the event that frees a slot. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[2].deadline_ns);
+
+    dispatch_done(d);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now());
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    assert_null(dispatch_next(d, fake_now()));
+    dispatch_done(d);
+    dispatch_done(d);
+    assert_int_equal(dispatch_in_flight(d), 0);
+    dispatch_done(d); /* one too many: stays at 0 */
+    assert_int_equal(dispatch_in_flight(d), 0);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[3]);
+    assert_int_equal(dispatch_in_flight(d), 1);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 96, 1e-9);
+    dispatch_free(d);
+}
+
+static void test_expiry_order(void **state)
+{
+    /* One token per 1000 s: over this test the balance moves by ~0.001 only. */
+    const struct dispatch_limit lim[] = {{0.001, 1000}};
+    struct dispatch *d = make(lim, 1, 1, 10, NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    /* Occupy the only slot so that nothing queued is released. */
+    submit_ok(d, &w[9]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[9]);
+    for (int i = 0; i < 3; i++) {
+        submit_ok(d, &w[i]);
+        fake_advance_ms(200);
+    }
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC);
+
+    fake_advance_ns(t0 + NS_PER_SEC - 1 - fake_now());
+    assert_null(dispatch_expired(d, fake_now()));
+    fake_advance_ns(1);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[0]);
+    assert_int_equal(w[0].queued, 0);
+    assert_null(dispatch_expired(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 1200 * NS_PER_MS);
+
+    fake_advance_ms(300);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[1]);
+    assert_null(dispatch_expired(d, fake_now()));
+    fake_advance_ms(100);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[2]);
+    assert_null(dispatch_expired(d, fake_now()));
+    assert_int_equal(dispatch_queue_len(d), 0);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    /* Expired waiters took nothing: 999 plus 1.4 s of refill. */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 999.0014, 1e-9);
+    dispatch_free(d);
+}
+
+static void test_cancel_takes_nothing(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 3}};
+    struct dispatch *d = make(lim, 1, 10, 10, 60 * NS_PER_SEC);
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, &w[i]);
+    dispatch_cancel(d, &w[0]); /* the head */
+    dispatch_cancel(d, &w[2]); /* the middle */
+    dispatch_cancel(d, &w[2]); /* again: no-op */
+    dispatch_cancel(d, &w[7]); /* never queued: no-op */
+    assert_int_equal(dispatch_queue_len(d), 2);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 3, 1e-12);
+
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[3]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 1, 1e-12);
+    /* Cancelling a released waiter changes nothing either. */
+    dispatch_cancel(d, &w[1]);
+    assert_int_equal(dispatch_in_flight(d), 2);
+    dispatch_free(d);
+}
+
+static void test_wake_ns(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}};
+    struct dispatch *d = make(lim, 1, 1, 10, 5 * NS_PER_SEC);
+
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    submit_ok(d, &w[0]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now()); /* due now */
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+
+    submit_ok(d, &w[1]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[1].deadline_ns); /* slot taken */
+    dispatch_done(d);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 100 * NS_PER_MS);
+    fake_advance_ms(40);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 60 * NS_PER_MS);
+
+    /* A deadline before the token: the deadline is the wake-up. */
+    const struct dispatch_limit same[] = {{10, 1}};
+    struct dispatch_config cfg = config(same, 1, 1, 10, 30 * NS_PER_MS);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(w[1].deadline_ns, fake_now() + 30 * NS_PER_MS);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 30 * NS_PER_MS);
+    drain_free(d);
+}
+
+static void test_reconfigure(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 10}};
+    struct dispatch *d = make(lim, 1, 5, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 6; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(release_all(d), 5); /* max_in_flight */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 5, 1e-9);
+    fake_advance_ms(500);
+    submit_ok(d, &w[6]);
+    assert_int_equal(w[5].deadline_ns, t0 + 10 * NS_PER_SEC);
+    assert_int_equal(w[6].deadline_ns, t0 + 10500 * NS_PER_MS);
+    /* 5 tokens + 5 refilled over 500 ms = 10 */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 10, 1e-9);
+
+    /* Invalid (second limit): nothing at all changes, not even the first limit. */
+    const struct dispatch_limit bad[] = {{1, 2}, {0, 1}};
+    struct dispatch_config badcfg = config(bad, 2, 1, 1, NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &badcfg, fake_now()), -1);
+    badcfg = config(lim, 1, 1, 1, 0);
+    assert_int_equal(dispatch_reconfigure(d, &badcfg, fake_now()), -1);
+    assert_int_equal(dispatch_nlimits(d), 1);
+    assert_int_equal(dispatch_queue_cap(d), 10);
+    assert_int_equal(w[5].deadline_ns, t0 + 10 * NS_PER_SEC);
+    assert_int_equal(w[6].deadline_ns, t0 + 10500 * NS_PER_MS);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 10, 1e-9);
+    dispatch_done(d);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now()); /* still 10/s, 5 slots */
+
+    /* A slower, bigger first limit and a new second one; smaller caps; shorter wait. */
+    const struct dispatch_limit next[] = {{2, 20}, {1, 3}};
+    struct dispatch_config cfg = config(next, 2, 1, 1, 2 * NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(dispatch_nlimits(d), 2);
+    assert_int_equal(dispatch_queue_cap(d), 1);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 10, 1e-9); /* kept, not refilled */
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 3, 1e-9);  /* new: full */
+    /* Nobody queued is dropped; every deadline is clamped to now + 2 s. */
+    assert_int_equal(dispatch_queue_len(d), 2);
+    assert_int_equal(w[5].deadline_ns, fake_now() + 2 * NS_PER_SEC);
+    assert_int_equal(w[6].deadline_ns, fake_now() + 2 * NS_PER_SEC);
+    uint64_t retry = 0;
+    assert_int_equal(dispatch_submit(d, &w[7], fake_now(), &retry), DISPATCH_FULL);
+
+    /* 4 in flight against a new max of 1: nothing goes until 4 are done. */
+    assert_null(dispatch_next(d, fake_now()));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(dispatch_wake_ns(d, fake_now()), w[5].deadline_ns);
+        dispatch_done(d);
+        assert_null(dispatch_next(d, fake_now()));
+    }
+    dispatch_done(d);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[5]);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 9, 1e-9);
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 2, 1e-9);
+
+    /* A longer max_wait does not lengthen deadlines already given; dropping a limit works. */
+    uint64_t deadline = w[6].deadline_ns;
+    cfg = config(next, 1, 1, 10, 3600 * NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(w[6].deadline_ns, deadline);
+    assert_int_equal(dispatch_nlimits(d), 1);
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 0, 0); /* out of range */
+    submit_ok(d, &w[7]);
+    assert_int_equal(w[7].deadline_ns, fake_now() + 3600 * NS_PER_SEC);
+    drain_free(d);
+}
+
+/* A burst shrunk under a queued waiter's cost: it can only expire, and the wake-up is its
+ * deadline rather than a token time that would come round again and again. */
+static void test_reconfigure_below_cost(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 5}};
+    struct dispatch *d = make(lim, 1, 10, 10, 10 * NS_PER_SEC);
+
+    w[0].cost = 4;
+    submit_ok(d, &w[0]);
+    const struct dispatch_limit small[] = {{1, 2}};
+    struct dispatch_config cfg = config(small, 1, 10, 10, 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
+    fake_advance_ns(w[0].deadline_ns - fake_now());
+    assert_null(dispatch_next(d, fake_now()));
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[0]);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 2, 1e-9);
+    dispatch_free(d);
+}
+
+static void test_requeue_head(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 5}};
+    struct dispatch *d = make(lim, 1, 2, 2, 10 * NS_PER_SEC);
+
+    for (int i = 0; i < 2; i++)
+        submit_ok(d, &w[i]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    submit_ok(d, &w[2]);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 4, 1e-9);
+
+    /* Back at the head, beyond queue_size, out of flight; its token stays spent. */
+    dispatch_requeue_head(d, &w[0]);
+    assert_int_equal(w[0].queued, 1);
+    assert_int_equal(dispatch_queue_len(d), 3);
+    assert_int_equal(dispatch_in_flight(d), 0);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 4, 1e-9);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]); /* its turn first */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 3, 1e-9);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_null(dispatch_next(d, fake_now())); /* max_in_flight 2 */
+
+    /* Requeued with nothing in flight (a caller slip): the count does not wrap. */
+    dispatch_done(d);
+    dispatch_done(d);
+    dispatch_requeue_head(d, &w[1]);
+    dispatch_requeue_head(d, &w[0]);
+    assert_int_equal(dispatch_in_flight(d), 0);
+    assert_ptr_equal(dispatch_pop(d), &w[0]);
+    assert_ptr_equal(dispatch_pop(d), &w[1]);
+    assert_ptr_equal(dispatch_pop(d), &w[2]);
+    assert_null(dispatch_pop(d));
+    dispatch_free(d);
+}
+
+/* A reload that shortened max_wait while a waiter was out must not let it come back with
+ * a later deadline than the head's, or expiry would stop at it and miss the head. */
+static void test_requeue_after_reload_keeps_deadline_order(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 100}};
+    struct dispatch *d = make(lim, 1, 1, 10, 10 * NS_PER_SEC);
+
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    fake_advance_ms(100);
+    struct dispatch_config cfg = config(lim, 1, 1, 10, NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    dispatch_requeue_head(d, &w[0]);
+    assert_true(w[0].deadline_ns <= w[1].deadline_ns);
+    fake_advance_ms(1000);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[0]);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[1]);
+    dispatch_free(d);
+}
+
+/* A clock that steps back cannot give a newcomer an earlier deadline than those ahead. */
+static void test_clock_backwards(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 1}};
+    struct dispatch *d = make(lim, 1, 1, 10, 10 * NS_PER_SEC);
+    uint64_t now = fake_now();
+
+    assert_int_equal(dispatch_submit(d, &w[0], now, NULL), DISPATCH_QUEUED);
+    assert_int_equal(dispatch_submit(d, &w[1], now - 5 * NS_PER_SEC, NULL), DISPATCH_QUEUED);
+    assert_true(w[1].deadline_ns >= w[0].deadline_ns);
+    assert_ptr_equal(dispatch_next(d, now), &w[0]);
+    dispatch_done(d);
+    assert_null(dispatch_next(d, now - 5 * NS_PER_SEC)); /* no token from the past */
+    assert_ptr_equal(dispatch_next(d, now + NS_PER_SEC), &w[1]);
+    fake_advance_ns(2 * NS_PER_SEC);
+    dispatch_free(d);
+}
+
+/* Freeing with waiters left (a caller slip) leaves them unlinked, not dangling. */
+static void test_free_unlinks(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 1}};
+    struct dispatch *d = make(lim, 1, 1, 10, 10 * NS_PER_SEC);
+
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    dispatch_free(d);
+    assert_int_equal(w[0].queued, 0);
+    assert_int_equal(w[1].queued, 0);
+    assert_null(w[0].next);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_invalid_config, setup),
+        cmocka_unit_test_setup(test_release_timing, setup),
+        cmocka_unit_test_setup(test_several_limits, setup),
+        cmocka_unit_test_setup(test_late_several_limits, setup),
+        cmocka_unit_test_setup(test_late, setup),
+        cmocka_unit_test_setup(test_cost_zero_and_too_big, setup),
+        cmocka_unit_test_setup(test_full, setup),
+        cmocka_unit_test_setup(test_max_in_flight, setup),
+        cmocka_unit_test_setup(test_expiry_order, setup),
+        cmocka_unit_test_setup(test_cancel_takes_nothing, setup),
+        cmocka_unit_test_setup(test_wake_ns, setup),
+        cmocka_unit_test_setup(test_reconfigure, setup),
+        cmocka_unit_test_setup(test_reconfigure_below_cost, setup),
+        cmocka_unit_test_setup(test_requeue_head, setup),
+        cmocka_unit_test_setup(test_requeue_after_reload_keeps_deadline_order, setup),
+        cmocka_unit_test_setup(test_clock_backwards, setup),
+        cmocka_unit_test_setup(test_free_unlinks, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
