@@ -29,6 +29,7 @@
 #include "proxy/log.h"
 #include "proxy/request.h"
 #include "proxy/server.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 
 /* Bytes queued toward a client before we stop reading from its upstream. */
@@ -142,7 +143,7 @@ static void copy_request_headers(struct request *r, struct evhttp_request *out)
     }
     snprintf(xff + xff_len, sizeof(xff) - xff_len, "%s", r->client_ip);
     evhttp_add_header(oh, "X-Forwarded-For", xff);
-    evhttp_add_header(oh, "X-Forwarded-Proto", "http");
+    evhttp_add_header(oh, "X-Forwarded-Proto", r->client_tls ? "https" : "http");
     if (client_host != NULL)
         evhttp_add_header(oh, "X-Forwarded-Host", client_host);
 
@@ -234,7 +235,12 @@ static void body_cb(struct evhttp_request *in, void *arg)
 static void error_cb(enum evhttp_request_error err, void *arg)
 {
     struct request *r = arg;
+
     r->upstream_error = (int)err + 1; /* 0 means "none recorded" */
+    /* Read the handshake's verdict now, before anything else touches the session. */
+    if (r->conn != NULL && upstream_is_tls(r->upstream) && err != EVREQ_HTTP_REQUEST_CANCEL)
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn), r->tls_why,
+                                    sizeof(r->tls_why));
 }
 
 /* Close the client connection without an answer (its answer had already started). */
@@ -264,12 +270,16 @@ static void done_cb(struct evhttp_request *in, void *arg)
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
          * connect failures and connect timeouts by calling us without an error). */
-        upstream_request_done(u, conn, 1);
+        /* A TLS session that failed cannot be resumed by evhttp's reconnect. */
+        upstream_request_done(u, conn, !upstream_is_tls(u));
         if (r->state == REQUEST_RELAYING) {
             log_warn("req=%llu route=%s upstream=%s: upstream failed mid-answer; closing client",
                      (unsigned long long)r->id, r->route->path_prefix, upstream_name(u));
             drop_client(r);
             request_free(r);
+        } else if (r->tls_reason != NULL) {
+            request_reply_error(r, 502, r->tls_reason, 0, "upstream '%s': %s", upstream_name(u),
+                                r->tls_why);
         } else if (err < 0) {
             request_reply_error(r, 502, "upstream_connect", 0, "cannot connect to upstream '%s' (%s:%u)",
                                 upstream_name(u), upstream_conf(u)->host, upstream_conf(u)->port);
@@ -374,6 +384,6 @@ void forward_abort(struct request *r)
     }
     r->conn = NULL;
     drop_client(r);
-    upstream_request_done(u, conn, 1);
+    upstream_request_done(u, conn, !upstream_is_tls(u));
     request_free(r);
 }

@@ -31,11 +31,13 @@
 #include "proxy/request.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 
 struct listener {
     struct frontend *frontend;
     const struct conf_listen *conf;
+    struct tls_ctx *tls;               /* TLS listeners: the server context */
     struct evhttp *http;
     struct evhttp_bound_socket *bound; /* NULL once closed */
 };
@@ -97,8 +99,10 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 
 static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 {
-    struct frontend *f = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct listener *l = arg;
+    struct frontend *f = l->frontend;
+    struct bufferevent *bev =
+        l->tls ? tls_server_bev(l->tls, base) : bufferevent_socket_new(base, -1, 0);
 
     if (bev == NULL)
         return NULL;
@@ -201,6 +205,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     r->upstream = s->upstreams[r->route->upstream_index];
+    r->client_tls = l->tls != NULL;
     upstream_submit(r->upstream, r);
 }
 
@@ -239,7 +244,15 @@ struct frontend *frontend_new(struct server *s)
                                                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                                 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
         evhttp_set_gencb(l->http, request_cb, l);
-        evhttp_set_bevcb(l->http, bev_cb, f);
+        if (l->conf->tls.enabled) {
+            char err[512];
+            l->tls = tls_server_new(c, l->conf, err, sizeof(err));
+            if (l->tls == NULL) {
+                log_error("%s", err);
+                goto fail;
+            }
+        }
+        evhttp_set_bevcb(l->http, bev_cb, l);
         l->bound = evhttp_bind_socket_with_handle(l->http, l->conf->host, l->conf->port);
         if (l->bound == NULL) {
             log_error("%s:%u:%u: listen %s: cannot bind: %m", c->path, l->conf->mark.line,
@@ -272,8 +285,10 @@ void frontend_free(struct frontend *f)
 
     if (f == NULL)
         return;
-    for (i = 0; i < f->nlisteners; i++)
+    for (i = 0; i < f->nlisteners; i++) {
         evhttp_free(f->listeners[i].http);
+        tls_ctx_free(f->listeners[i].tls);
+    }
     free(f->listeners);
     if (f->pending_ev != NULL)
         event_free(f->pending_ev);

@@ -24,6 +24,7 @@
 #include "proxy/log.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 
 #ifndef SLUICE_VERSION
@@ -221,6 +222,13 @@ int main(int argc, char **argv)
     s.conf = conf_load(conf_path, err, sizeof(err));
     if (s.conf == NULL) {
         fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    /* Certificates, keys and CA files are loaded now, so that a bad one is reported
+     * with its position before anything starts, by -t as well. */
+    if (tls_check_conf(s.conf, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        conf_free(s.conf);
         return 1;
     }
     if (check_only) {

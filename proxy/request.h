@@ -48,6 +48,9 @@ struct request {
     char client_ip[64];               /* for X-Forwarded-For and logs */
     int client_paused;                /* relaying: upstream reads paused for a slow client */
     int upstream_error;               /* evhttp_request_error + 1 from the error callback; 0: none */
+    const char *tls_reason;           /* set when the upstream TLS handshake failed */
+    char tls_why[200];                /* its cause, for the log and the error body */
+    int client_tls;                   /* arrived on a TLS listener */
 };
 
 /* Allocate for evhttp's `client` request. Returns NULL on out-of-memory. */

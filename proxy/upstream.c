@@ -28,12 +28,14 @@
 #include "proxy/log.h"
 #include "proxy/request.h"
 #include "proxy/server.h"
+#include "proxy/tls.h"
 
 struct upstream {
     struct server *server;
     const struct conf_upstream *conf;
     struct dispatch *dispatch;
     struct event *timer;               /* the dispatcher's one wake-up */
+    struct tls_ctx *tls;               /* https upstreams: the client context */
     struct evhttp_connection **idle;   /* idle keep-alive connections, LIFO */
     size_t nidle, idle_cap;
     uint32_t conns_lent;               /* connections lent to in-flight requests */
@@ -83,6 +85,18 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
     u->timer = evtimer_new(s->base, timer_cb, u);
     u->idle_cap = cu->keepalive;
     u->idle = calloc(u->idle_cap ? u->idle_cap : 1, sizeof(*u->idle));
+    if (cu->https) {
+        char err[512];
+        u->tls = tls_client_new(s->conf, cu, err, sizeof(err));
+        if (u->tls == NULL) {
+            log_error("%s", err);
+            upstream_free(u);
+            return NULL;
+        }
+        if (!cu->tls.verify)
+            log_warn("upstream %s: tls.verify is false: the upstream's certificate is NOT checked",
+                     cu->name);
+    }
     if (u->dispatch == NULL || u->timer == NULL || u->idle == NULL) {
         log_error("upstream %s: cannot create (invalid limits or out of memory)", cu->name);
         upstream_free(u);
@@ -105,6 +119,7 @@ void upstream_free(struct upstream *u)
     if (u->timer != NULL)
         event_free(u->timer);
     dispatch_free(u->dispatch);
+    tls_ctx_free(u->tls);
     free(u);
 }
 
@@ -113,11 +128,17 @@ const char *upstream_name(const struct upstream *u) { return u->conf->name; }
 size_t upstream_queue_len(const struct upstream *u) { return dispatch_queue_len(u->dispatch); }
 uint32_t upstream_in_flight(const struct upstream *u) { return dispatch_in_flight(u->dispatch); }
 const struct upstream_stats *upstream_stats(const struct upstream *u) { return &u->stats; }
+int upstream_is_tls(const struct upstream *u) { return u->tls != NULL; }
 
-/* Whole seconds for Retry-After: rounded up, at least 1. */
+/* Whole seconds for Retry-After: rounded up, at least 1; 0 (no header) when the
+ * dispatcher says the request can never be admitted (cost above a burst). */
 static uint32_t retry_after_seconds(uint64_t ns)
 {
-    uint64_t s = (ns + NS_PER_SEC - 1) / NS_PER_SEC;
+    uint64_t s;
+
+    if (ns == DISPATCH_NEVER)
+        return 0;
+    s = ns / NS_PER_SEC + (ns % NS_PER_SEC != 0);
     if (s < 1)
         s = 1;
     if (s > 86400)
@@ -170,9 +191,25 @@ static struct evhttp_connection *conn_get(struct upstream *u)
     const struct conf_upstream *cu = u->conf;
     struct timeval tv;
 
-    if (u->nidle > 0)
-        return u->idle[--u->nidle];
-    evcon = evhttp_connection_base_new(u->server->base, u->server->dns, cu->host, cu->port);
+    while (u->nidle > 0) {
+        evcon = u->idle[--u->nidle];
+        /* evhttp would reconnect a closed connection on the same TLS session object,
+         * which cannot be reused: drop closed TLS connections and make fresh ones. */
+        if (u->tls == NULL || bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)) >= 0)
+            return evcon;
+        evhttp_connection_free(evcon);
+    }
+    if (u->tls != NULL) {
+        struct bufferevent *bev = tls_client_bev(u->tls, u->server->base);
+        if (bev == NULL)
+            return NULL;
+        evcon = evhttp_connection_base_bufferevent_new(u->server->base, u->server->dns, bev,
+                                                       cu->host, cu->port);
+        if (evcon == NULL)
+            bufferevent_free(bev);
+    } else {
+        evcon = evhttp_connection_base_new(u->server->base, u->server->dns, cu->host, cu->port);
+    }
     if (evcon == NULL)
         return NULL;
     /* Never resend on our own: a request may not be idempotent. */
@@ -222,13 +259,6 @@ static void upstream_kick(struct upstream *u)
     struct timeval tv;
 
     free_closing(u);
-    while ((w = dispatch_expired(u->dispatch, now)) != NULL) {
-        r = w->data;
-        u->stats.expired++;
-        request_reply_error(r, 503, "deadline", retry_after_seconds(NS_PER_SEC),
-                            "waited %llums in upstream '%s' queue (max_wait)",
-                            (unsigned long long)request_queue_wait_ms(r), u->conf->name);
-    }
     while ((w = dispatch_next(u->dispatch, now)) != NULL) {
         r = w->data;
         r->released_ns = now;
@@ -243,6 +273,14 @@ static void upstream_kick(struct upstream *u)
         u->conns_lent++;
         r->state = REQUEST_IN_FLIGHT;
         forward_start(r, conn);
+    }
+    /* After releasing: a waiter whose token comes due exactly at its deadline goes. */
+    while ((w = dispatch_expired(u->dispatch, now)) != NULL) {
+        r = w->data;
+        u->stats.expired++;
+        request_reply_error(r, 503, "deadline", retry_after_seconds(NS_PER_SEC),
+                            "waited %llums in upstream '%s' queue (max_wait)",
+                            (unsigned long long)request_queue_wait_ms(r), u->conf->name);
     }
     wake = dispatch_wake_ns(u->dispatch, now);
     if (wake == DISPATCH_NEVER) {

@@ -55,5 +55,6 @@ const char *upstream_name(const struct upstream *u);
 size_t upstream_queue_len(const struct upstream *u);
 uint32_t upstream_in_flight(const struct upstream *u);
 const struct upstream_stats *upstream_stats(const struct upstream *u);
+int upstream_is_tls(const struct upstream *u);
 
 #endif

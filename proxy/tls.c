@@ -1,0 +1,260 @@
+/*
+ * proxy/tls: OpenSSL contexts and handshake diagnostics. See tls.h.
+ */
+#include "proxy/tls.h"
+
+#include <arpa/inet.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+
+struct tls_ctx {
+    SSL_CTX *ssl;
+    char *server_name; /* client: name checked and sent as SNI */
+    int name_is_ip;    /* client: check the IP SAN, send no SNI */
+};
+
+/* The newest OpenSSL error as text, and the queue cleared. */
+static const char *openssl_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+
+    if (e == 0)
+        snprintf(buf, len, "unknown error");
+    else
+        ERR_error_string_n(e, buf, len);
+    ERR_clear_error();
+    return buf;
+}
+
+static void fail_at(char *err, size_t errlen, const char *path, const struct conf_mark *m,
+                    const char *what, const char *detail)
+{
+    char reason[256];
+
+    if (detail == NULL)
+        detail = openssl_reason(reason, sizeof(reason));
+    snprintf(err, errlen, "%s:%u:%u: %s: %s", path, m->line, m->col, what, detail);
+}
+
+static int is_ip_literal(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream *cu, char *err,
+                               size_t errlen)
+{
+    const struct conf_tls_client *tc = &cu->tls;
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    char what[300];
+
+    if (t == NULL) {
+        snprintf(err, errlen, "%s: out of memory", c->path);
+        return NULL;
+    }
+    ERR_clear_error();
+    t->ssl = SSL_CTX_new(TLS_client_method());
+    t->server_name = strdup(tc->server_name ? tc->server_name : cu->host);
+    if (t->ssl == NULL || t->server_name == NULL) {
+        snprintf(err, errlen, "%s: out of memory", c->path);
+        goto fail;
+    }
+    t->name_is_ip = is_ip_literal(t->server_name);
+    SSL_CTX_set_min_proto_version(t->ssl, tc->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    /* Keep-alive connections are reused; session resumption is a bonus, not relied on. */
+    SSL_CTX_set_session_cache_mode(t->ssl, SSL_SESS_CACHE_CLIENT);
+    if (tc->ca_file != NULL) {
+        if (SSL_CTX_load_verify_locations(t->ssl, tc->ca_file, NULL) != 1) {
+            snprintf(what, sizeof(what), "upstreams.%s.tls.ca_file: cannot load '%s'", cu->name,
+                     tc->ca_file);
+            fail_at(err, errlen, c->path, &tc->ca_file_mark, what, NULL);
+            goto fail;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(t->ssl) != 1) {
+        snprintf(what, sizeof(what), "upstreams.%s.tls: cannot load the system trust store",
+                 cu->name);
+        fail_at(err, errlen, c->path, &tc->mark, what, NULL);
+        goto fail;
+    }
+    SSL_CTX_set_verify(t->ssl, tc->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (tc->cert != NULL) {
+        if (SSL_CTX_use_certificate_chain_file(t->ssl, tc->cert) != 1) {
+            snprintf(what, sizeof(what), "upstreams.%s.tls.cert: cannot load '%s'", cu->name,
+                     tc->cert);
+            fail_at(err, errlen, c->path, &tc->cert_mark, what, NULL);
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(t->ssl, tc->key, SSL_FILETYPE_PEM) != 1) {
+            snprintf(what, sizeof(what), "upstreams.%s.tls.key: cannot load '%s'", cu->name,
+                     tc->key);
+            fail_at(err, errlen, c->path, &tc->key_mark, what, NULL);
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(t->ssl) != 1) {
+            snprintf(what, sizeof(what), "upstreams.%s.tls.key", cu->name);
+            fail_at(err, errlen, c->path, &tc->key_mark, what,
+                    "does not match the certificate in tls.cert");
+            goto fail;
+        }
+    }
+    return t;
+fail:
+    tls_ctx_free(t);
+    return NULL;
+}
+
+struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *cl, char *err,
+                               size_t errlen)
+{
+    const struct conf_tls_server *ts = &cl->tls;
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    char what[300];
+
+    if (t == NULL) {
+        snprintf(err, errlen, "%s: out of memory", c->path);
+        return NULL;
+    }
+    ERR_clear_error();
+    t->ssl = SSL_CTX_new(TLS_server_method());
+    if (t->ssl == NULL) {
+        snprintf(err, errlen, "%s: out of memory", c->path);
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(t->ssl, TLS1_2_VERSION);
+    /* OpenSSL's default TLS 1.3 suites are sane; for 1.2 keep forward-secret AEAD only. */
+    SSL_CTX_set_cipher_list(t->ssl, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1");
+    SSL_CTX_set_options(t->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(t->ssl, ts->cert) != 1) {
+        snprintf(what, sizeof(what), "listen[%s].tls.cert: cannot load '%s'", cl->address,
+                 ts->cert);
+        fail_at(err, errlen, c->path, &ts->cert_mark, what, NULL);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(t->ssl, ts->key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(what, sizeof(what), "listen[%s].tls.key: cannot load '%s'", cl->address,
+                 ts->key);
+        fail_at(err, errlen, c->path, &ts->key_mark, what, NULL);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(t->ssl) != 1) {
+        snprintf(what, sizeof(what), "listen[%s].tls.key", cl->address);
+        fail_at(err, errlen, c->path, &ts->key_mark, what,
+                "does not match the certificate in tls.cert");
+        goto fail;
+    }
+    return t;
+fail:
+    tls_ctx_free(t);
+    return NULL;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+    if (t == NULL)
+        return;
+    SSL_CTX_free(t->ssl);
+    free(t->server_name);
+    free(t);
+}
+
+int tls_check_conf(const struct conf *c, char *err, size_t errlen)
+{
+    struct tls_ctx *t;
+    size_t i;
+
+    for (i = 0; i < c->nupstreams; i++) {
+        if (!c->upstreams[i].tls.enabled)
+            continue;
+        if ((t = tls_client_new(c, &c->upstreams[i], err, errlen)) == NULL)
+            return -1;
+        tls_ctx_free(t);
+    }
+    for (i = 0; i < c->nlisten; i++) {
+        if (!c->listen[i].tls.enabled)
+            continue;
+        if ((t = tls_server_new(c, &c->listen[i], err, errlen)) == NULL)
+            return -1;
+        tls_ctx_free(t);
+    }
+    return 0;
+}
+
+struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base)
+{
+    SSL *ssl = SSL_new(t->ssl);
+    struct bufferevent *bev;
+
+    if (ssl == NULL)
+        return NULL;
+    if (t->name_is_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->server_name);
+    } else {
+        SSL_set_tlsext_host_name(ssl, t->server_name);
+        SSL_set1_host(ssl, t->server_name);
+        /* No wildcard in the middle of a label, as browsers do. */
+        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                         BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* Many servers close without close_notify after a response; the HTTP framing,
+     * not TLS, says whether the body was complete. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base)
+{
+    SSL *ssl = SSL_new(t->ssl);
+    struct bufferevent *bev;
+
+    if (ssl == NULL)
+        return NULL;
+    bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen)
+{
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    unsigned long e;
+    long vr;
+
+    if (ssl == NULL || SSL_is_init_finished(ssl))
+        return NULL;
+    vr = SSL_get_verify_result(ssl);
+    e = bufferevent_get_openssl_error(bev);
+    while (bufferevent_get_openssl_error(bev) != 0)
+        ; /* drop the rest: the first error is the cause */
+    if (vr != X509_V_OK) {
+        snprintf(why, whylen, "certificate verification failed: %s",
+                 X509_verify_cert_error_string(vr));
+        return "tls_verify_failed";
+    }
+    if (e != 0) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(why, whylen, "TLS handshake failed: %s", buf);
+        return "tls_handshake_failed";
+    }
+    return NULL;
+}

@@ -1,0 +1,51 @@
+/*
+ * proxy/tls: OpenSSL contexts for HTTPS upstreams and TLS listeners, and the reasons a
+ * handshake failed.
+ *
+ * Contexts are built from the config at start-up (and by `sluice -t`), so a bad
+ * certificate, key or CA file is reported as FILE:LINE:COL before any request, never
+ * at the first one. Defaults: TLS 1.2+, the system trust store, peer verification
+ * with the host name checked (SNI sent for names, IP SANs checked for addresses).
+ *
+ * A `struct tls_ctx` is owned by whoever created it (an upstream or the frontend); each
+ * SSL made from it is owned by the bufferevent it is given to (BEV_OPT_CLOSE_ON_FREE).
+ */
+#ifndef SLUICE_PROXY_TLS_H
+#define SLUICE_PROXY_TLS_H
+
+#include <stddef.h>
+
+struct conf;
+struct conf_upstream;
+struct conf_listen;
+struct tls_ctx;
+struct bufferevent;
+struct event_base;
+
+/* Client context for an https upstream. NULL with "FILE:LINE:COL: ..." in err. */
+struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream *cu, char *err,
+                               size_t errlen) __attribute__((warn_unused_result));
+
+/* Server context for a TLS listener. NULL with "FILE:LINE:COL: ..." in err. */
+struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *cl, char *err,
+                               size_t errlen) __attribute__((warn_unused_result));
+
+void tls_ctx_free(struct tls_ctx *t);
+
+/* Build every TLS context the config names and free them: what `sluice -t` checks.
+ * Returns 0, or -1 with the first error in err. */
+int tls_check_conf(const struct conf *c, char *err, size_t errlen);
+
+/* A new bufferevent that will run a TLS client handshake toward the context's server
+ * name once evhttp connects it (fd -1 until then). NULL on failure. */
+struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base);
+
+/* A new bufferevent for an accepted client connection on a TLS listener. */
+struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base);
+
+/* After a failure on a TLS bufferevent: NULL when the handshake had completed (the
+ * failure is not TLS's), else a Sluice-Reason ("tls_verify_failed" or
+ * "tls_handshake_failed") with a human-readable cause in `why`. */
+const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen);
+
+#endif
