@@ -175,6 +175,9 @@ static void relay_start(struct request *r, struct evhttp_request *in)
             continue;
         evhttp_add_header(oh, h->key, h->value);
     }
+    r->headers_ns = clock_now_ns();
+    r->status = evhttp_request_get_response_code(in);
+    r->reason = "ok";
     snprintf(wait, sizeof(wait), "%llu", (unsigned long long)request_queue_wait_ms(r));
     evhttp_add_header(oh, "Sluice-Queue-Wait", wait);
     if (server_is_draining(r->server))
@@ -226,9 +229,11 @@ static void body_cb(struct evhttp_request *in, void *arg)
         r->client_paused = 1;
         bufferevent_disable(evhttp_connection_get_bufferevent(r->conn), EV_READ);
         request_watch_client(r);
+        r->bytes_out += evbuffer_get_length(piece);
         evhttp_send_reply_chunk_with_cb(r->client, piece, client_drained_cb, r);
         return;
     }
+    r->bytes_out += evbuffer_get_length(piece);
     evhttp_send_reply_chunk(r->client, piece);
 }
 
@@ -273,6 +278,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
         /* A TLS session that failed cannot be resumed by evhttp's reconnect. */
         upstream_request_done(u, conn, !upstream_is_tls(u));
         if (r->state == REQUEST_RELAYING) {
+            r->reason = "upstream_error";
             log_warn("req=%llu route=%s upstream=%s: upstream failed mid-answer; closing client",
                      (unsigned long long)r->id, r->route->path_prefix, upstream_name(u));
             drop_client(r);
@@ -299,6 +305,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
         if (r->state != REQUEST_RELAYING)
             relay_start(r, in);
         struct evbuffer *rest = evhttp_request_get_input_buffer(in);
+        r->bytes_out += evbuffer_get_length(rest);
         if (evbuffer_get_length(rest) > 0)
             evhttp_send_reply_chunk(r->client, rest);
         request_unwatch_client(r);
@@ -347,6 +354,7 @@ void forward_start(struct request *r, struct evhttp_connection *conn)
     }
     r->conn = conn;
     r->outgoing = out;
+    r->sent_ns = clock_now_ns();
     log_debug("req=%llu route=%s upstream=%s: released after %llums -> %s",
               (unsigned long long)r->id, r->route->path_prefix, cu->name,
               (unsigned long long)request_queue_wait_ms(r), target);

@@ -16,7 +16,9 @@
 #include "conf/conf.h"
 #include "proxy/clock.h"
 #include "proxy/forward.h"
+#include "proxy/accesslog.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
 
@@ -40,8 +42,51 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
     if (evcon != NULL)
         evhttp_connection_get_peer(evcon, &addr, &port);
     snprintf(r->client_ip, sizeof(r->client_ip), "%s", addr ? addr : "-");
+    r->method = request_method_name(evhttp_request_get_command(client));
+    if (s->access != NULL) {
+        const char *ua = evhttp_find_header(evhttp_request_get_input_headers(client), "User-Agent");
+        r->target = strdup(evhttp_request_get_uri(client));
+        r->user_agent = ua ? strdup(ua) : NULL;
+    }
     s->requests_open++;
     return r;
+}
+
+static void request_report(struct request *r)
+{
+    struct server *s = r->server;
+    const char *route = r->route ? r->route->path_prefix : NULL;
+    const char *upstream = r->upstream ? upstream_name(r->upstream) : NULL;
+    uint64_t queue_ns = METRICS_NONE, upstream_ns = METRICS_NONE;
+
+    if (r->status == 0) {
+        r->status = 499; /* nginx's "client closed request" */
+        r->reason = "client_closed";
+    }
+    if (r->state != REQUEST_ADMITTING && r->waiter.enqueued_ns != 0)
+        queue_ns = (r->released_ns ? r->released_ns : clock_now_ns()) - r->arrived_ns;
+    if (r->sent_ns != 0 && r->headers_ns != 0)
+        upstream_ns = r->headers_ns - r->sent_ns;
+    if (s->metrics != NULL)
+        metrics_request_done(s->metrics, upstream, route, r->status, r->reason, queue_ns,
+                             upstream_ns);
+    if (s->access != NULL) {
+        struct accesslog_entry e = {
+            .id = r->id,
+            .client = r->client_ip,
+            .method = r->method,
+            .target = r->target,
+            .user_agent = r->user_agent,
+            .route = route,
+            .upstream = upstream,
+            .reason = r->reason,
+            .status = r->status,
+            .bytes = r->bytes_out,
+            .queue_ms = queue_ns == METRICS_NONE ? -1 : (int64_t)(queue_ns / NS_PER_MS),
+            .upstream_ms = upstream_ns == METRICS_NONE ? -1 : (int64_t)(upstream_ns / NS_PER_MS),
+        };
+        accesslog_write(s->access, &e);
+    }
 }
 
 void request_free(struct request *r)
@@ -52,6 +97,9 @@ void request_free(struct request *r)
         return;
     s = r->server;
     request_unwatch_client(r);
+    request_report(r);
+    free(r->target);
+    free(r->user_agent);
     free(r);
     s->requests_open--;
     server_check_idle(s);
@@ -61,6 +109,22 @@ uint64_t request_queue_wait_ms(const struct request *r)
 {
     uint64_t end = r->released_ns ? r->released_ns : clock_now_ns();
     return end > r->arrived_ns ? (end - r->arrived_ns) / NS_PER_MS : 0;
+}
+
+const char *request_method_name(int cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "-";
+    }
 }
 
 static const char *status_phrase(int status)
@@ -100,6 +164,8 @@ void request_reply_error(struct request *r, int status, const char *reason,
                  r->upstream ? upstream_name(r->upstream) : "-", status, reason, msg);
 
     request_unwatch_client(r);
+    r->status = status;
+    r->reason = reason;
     if (r->client != NULL) {
         out = evhttp_request_get_output_headers(r->client);
         evhttp_clear_headers(out);
@@ -117,8 +183,10 @@ void request_reply_error(struct request *r, int status, const char *reason,
         if (status == 400 || server_is_draining(r->server))
             evhttp_add_header(out, "Connection", "close");
         body = evbuffer_new();
-        if (body != NULL)
+        if (body != NULL) {
             evbuffer_add_printf(body, "%d %s: %s\n", status, reason, msg);
+            r->bytes_out = evbuffer_get_length(body);
+        }
         evhttp_send_reply(r->client, status, status_phrase(status), body);
         if (body != NULL)
             evbuffer_free(body);

@@ -51,12 +51,23 @@ struct request {
     const char *tls_reason;           /* set when the upstream TLS handshake failed */
     char tls_why[200];                /* its cause, for the log and the error body */
     int client_tls;                   /* arrived on a TLS listener */
+    /* What the access log and metrics report when the request ends (request_free). */
+    int status;                       /* sent to the client; 0: none (client left: 499) */
+    const char *reason;               /* "ok" or the Sluice-Reason; static string */
+    uint64_t sent_ns;                 /* handed to the upstream connection (0: never) */
+    uint64_t headers_ns;              /* upstream's response headers arrived (0: never) */
+    uint64_t bytes_out;               /* response body bytes handed to the client */
+    const char *method;               /* static string */
+    char *target;                     /* the client's request-target; only with an access log */
+    char *user_agent;                 /* only with an access log */
 };
 
 /* Allocate for evhttp's `client` request. Returns NULL on out-of-memory. */
 struct request *request_new(struct server *s, struct evhttp_request *client);
 
-/* Free; the waiter must be unlinked and the client answered or gone. NULL ok. */
+/* Free; the waiter must be unlinked and the client answered or gone. Reports the
+ * request to the metrics and the access log (status/reason as set, or 499
+ * client_closed when no answer was given). NULL ok. */
 void request_free(struct request *r);
 
 /* Answer the client with an error sluice produced itself: `status`, a short text body,
@@ -71,6 +82,9 @@ void request_reply_error(struct request *r, int status, const char *reason,
  * client connection closed. Idempotent. */
 int request_watch_client(struct request *r);
 void request_unwatch_client(struct request *r);
+
+/* "GET", "POST"...: the name of an evhttp_cmd_type. */
+const char *request_method_name(int cmd);
 
 /* Milliseconds spent queued (released_ns - arrived_ns, or until now when not released). */
 uint64_t request_queue_wait_ms(const struct request *r);

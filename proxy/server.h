@@ -22,6 +22,9 @@ struct conf;
 struct router;
 struct upstream;
 struct frontend;
+struct metrics;
+struct accesslog;
+struct admin;
 
 enum server_state {
     SERVER_RUNNING,
@@ -37,6 +40,9 @@ struct server {
     struct upstream **upstreams;  /* indexed like conf->upstreams */
     size_t nupstreams;
     struct frontend *frontend;
+    struct metrics *metrics;      /* kept across reloads */
+    struct accesslog *access;     /* NULL without access_log */
+    struct admin *admin;          /* NULL without admin */
     enum server_state state;
     uint64_t next_request_id;     /* request ids in logs, from 1 */
     size_t requests_open;         /* struct request alive: queued, in flight or replying */

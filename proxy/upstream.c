@@ -129,6 +129,7 @@ size_t upstream_queue_len(const struct upstream *u) { return dispatch_queue_len(
 uint32_t upstream_in_flight(const struct upstream *u) { return dispatch_in_flight(u->dispatch); }
 const struct upstream_stats *upstream_stats(const struct upstream *u) { return &u->stats; }
 int upstream_is_tls(const struct upstream *u) { return u->tls != NULL; }
+const struct dispatch *upstream_dispatch(const struct upstream *u) { return u->dispatch; }
 
 /* Whole seconds for Retry-After: rounded up, at least 1; 0 (no header) when the
  * dispatcher says the request can never be admitted (cost above a burst). */

@@ -21,6 +21,7 @@ struct request;
 struct conf_upstream;
 struct evhttp_connection;
 struct upstream;
+struct dispatch;
 
 struct upstream_stats {
     uint64_t admitted, released, refused_full, refused_late, expired, withdrawn;
@@ -56,5 +57,7 @@ size_t upstream_queue_len(const struct upstream *u);
 uint32_t upstream_in_flight(const struct upstream *u);
 const struct upstream_stats *upstream_stats(const struct upstream *u);
 int upstream_is_tls(const struct upstream *u);
+/* The dispatcher, for read-only observers (limiter/dispatch.h): metrics, status page. */
+const struct dispatch *upstream_dispatch(const struct upstream *u);
 
 #endif

@@ -1,0 +1,50 @@
+/*
+ * proxy/metrics: counters, gauges and histograms for operators, rendered in the
+ * Prometheus text format (version 0.0.4) by proxy/admin.
+ *
+ * Owned by the server (one per process, kept across reloads). Updated from the event
+ * loop only: metrics_request_done() once per finished request, O(1) (a small hash of
+ * label sets), no allocation after a label set has been seen once.
+ *
+ * Exposed (names are the contract):
+ *   sluice_requests_total{upstream,route,status,reason}     counter
+ *   sluice_rejections_total{upstream,reason}                 counter (queue_full, deadline, shutdown)
+ *   sluice_queue_wait_seconds{upstream}                      histogram (time queued, released or not)
+ *   sluice_upstream_latency_seconds{upstream}                histogram (sent -> response headers)
+ *   sluice_queue_depth{upstream} / sluice_queue_capacity{upstream}   gauges
+ *   sluice_in_flight{upstream} / sluice_max_in_flight{upstream}      gauges
+ *   sluice_tokens_available{upstream,limit}                  gauge (limit = "10/s" as configured)
+ *   sluice_config_reloads_total{result="ok|failed"}          counter
+ *   sluice_config_last_reload_timestamp_seconds              gauge (unix time, start counts)
+ *   sluice_client_connections                                gauge
+ *   sluice_draining                                          gauge 0/1
+ */
+#ifndef SLUICE_PROXY_METRICS_H
+#define SLUICE_PROXY_METRICS_H
+
+#include <stdint.h>
+
+struct metrics;
+struct server;
+struct evbuffer;
+
+#define METRICS_NONE UINT64_MAX /* "not applicable" for a duration */
+
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics *m);
+
+/* One finished request. `route` and `upstream` may be NULL ("" label); `reason` is
+ * "ok" for an answer relayed from the upstream, else the Sluice-Reason (or
+ * "client_closed", status 499, when the client left first). queue_wait_ns is METRICS_NONE
+ * when the request never entered a queue; upstream_ns when it never reached the upstream
+ * or got no response headers. Strings are copied when a label set is first seen. */
+void metrics_request_done(struct metrics *m, const char *upstream, const char *route, int status,
+                          const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns);
+
+/* A reload attempt (and start-up, as ok) at unix time `when`. */
+void metrics_config_loaded(struct metrics *m, int ok, int64_t when);
+
+/* Append the whole exposition to `out`, reading gauges from the server's upstreams. */
+void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out);
+
+#endif
