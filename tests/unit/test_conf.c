@@ -1,0 +1,647 @@
+/*
+ * tests/unit/test_conf: conf_load on good configs (every value and every default) and on
+ * a table of bad ones, each with the exact "LINE:COL: key: message" it must produce.
+ *
+ * Runs from the repository root (as `make test-unit` does): one test loads the shipped
+ * proxy.yaml.sample. Under ASan every bad case also proves that the error paths free
+ * everything they allocated.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "conf/conf.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A minimal valid config in three parts, so that a case can replace one of them.
+ * Line numbers: LISTEN is lines 1-2, UPSTREAMS 3-7, ROUTES 8-10. */
+#define LISTEN "listen:\n  - address: 127.0.0.1:8080\n"
+#define UPSTREAMS                                                                          \
+    "upstreams:\n"                                                                         \
+    "  api:\n"                                                                             \
+    "    url: http://127.0.0.1:18080\n"                                                    \
+    "    limits:\n"                                                                        \
+    "      - rate: 10/s\n"
+#define ROUTES "routes:\n  - path_prefix: /\n    upstream: api\n"
+#define MINIMAL LISTEN UPSTREAMS ROUTES
+
+/* The upstream part with extra lines at the end of the `api` mapping; cases using it put
+ * it first, so the extra lines start at line 6. */
+#define UPSTREAMS_WITH(extra) UPSTREAMS extra
+
+static struct conf *load_ok(const char *yaml)
+{
+    char err[512];
+    struct conf *c = conf_load_string("t.yaml", yaml, err, sizeof err);
+    if (c == NULL)
+        fail_msg("unexpected error: %s", err);
+    return c;
+}
+
+/* ------------------------------------------------------------------- good configs */
+
+static const char full_yaml[] =
+    "listen:\n"                                             /* 1 */
+    "  - address: 127.0.0.1:8080\n"                         /* 2 */
+    "  - address: \"[::1]:8443\"\n"                         /* 3 */
+    "    tls: { cert: /dev/null, key: /dev/null }\n"        /* 4 */
+    "drain_timeout: 5s\n"                                   /* 5 */
+    "log_level: debug\n"                                    /* 6 */
+    "client:\n"                                             /* 7 */
+    "  max_connections: 10\n"                               /* 8 */
+    "  max_header_size: 16k\n"                              /* 9 */
+    "  max_body_size: 0\n"                                  /* 10 */
+    "  timeout: 1.5s\n"                                     /* 11 */
+    "admin:\n"                                              /* 12 */
+    "  address: localhost:9901\n"                           /* 13 */
+    "access_log:\n"                                         /* 14 */
+    "  path: /tmp/access.log\n"                             /* 15 */
+    "  format: json\n"                                      /* 16 */
+    "upstreams:\n"                                          /* 17 */
+    "  api:\n"                                              /* 18 */
+    "    url: http://127.0.0.1:18080/base/\n"               /* 19 */
+    "    limits:\n"                                         /* 20 */
+    "      - rate: 20/s\n"                                  /* 21 */
+    "        burst: 2.5\n"                                  /* 22 */
+    "      - rate: 5000/h\n"                                /* 23 */
+    "    max_in_flight: 3\n"                                /* 24 */
+    "    queue: { size: 7, max_wait: 250ms }\n"             /* 25 */
+    "    timeouts:\n"                                       /* 26 */
+    "      connect: 1s\n"                                   /* 27 */
+    "      response: 2m\n"                                  /* 28 */
+    "    keepalive: 0\n"                                    /* 29 */
+    "    preserve_host: true\n"                             /* 30 */
+    "  gh:\n"                                               /* 31 */
+    "    url: https://api.github.com\n"                     /* 32 */
+    "    limits: [{ rate: 0.5/s }]\n"                       /* 33 */
+    "    tls:\n"                                            /* 34 */
+    "      verify: false\n"                                 /* 35 */
+    "      ca_file: /dev/null\n"                            /* 36 */
+    "      server_name: github.com\n"                       /* 37 */
+    "      min_version: 1.3\n"                              /* 38 */
+    "      cert: /dev/null\n"                               /* 39 */
+    "      key: /dev/null\n"                                /* 40 */
+    "  v6:\n"                                               /* 41 */
+    "    url: HTTPS://[::1]:8443\n"                         /* 42 */
+    "    limits:\n"                                         /* 43 */
+    "      - rate: 1/h\n"                                   /* 44 */
+    "routes:\n"                                             /* 45 */
+    "  - path_prefix: /api/\n"                              /* 46 */
+    "    host: API.example.com\n"                           /* 47 */
+    "    strip_prefix: true\n"                              /* 48 */
+    "    upstream: api\n"                                   /* 49 */
+    "  - path_prefix: /api/\n"                              /* 50 */
+    "    upstream: gh\n"                                    /* 51 */
+    "  - path_prefix: /v6\n"                                /* 52 */
+    "    upstream: v6\n";                                   /* 53 */
+
+static void test_full(void **state)
+{
+    struct conf *c = load_ok(full_yaml);
+
+    assert_string_equal(c->path, "t.yaml");
+    assert_int_equal(c->nlisten, 2);
+    assert_string_equal(c->listen[0].address, "127.0.0.1:8080");
+    assert_string_equal(c->listen[0].host, "127.0.0.1");
+    assert_int_equal(c->listen[0].port, 8080);
+    assert_int_equal(c->listen[0].tls.enabled, 0);
+    assert_int_equal(c->listen[0].mark.line, 2);
+    assert_int_equal(c->listen[0].mark.col, 5);
+    assert_string_equal(c->listen[1].address, "[::1]:8443");
+    assert_string_equal(c->listen[1].host, "::1");
+    assert_int_equal(c->listen[1].port, 8443);
+    assert_int_equal(c->listen[1].tls.enabled, 1);
+    assert_string_equal(c->listen[1].tls.cert, "/dev/null");
+    assert_string_equal(c->listen[1].tls.key, "/dev/null");
+    assert_int_equal(c->listen[1].tls.mark.line, 4);
+    assert_int_equal(c->listen[1].tls.mark.col, 10);
+    assert_int_equal(c->listen[1].tls.cert_mark.line, 4);
+    assert_int_equal(c->listen[1].tls.cert_mark.col, 18);
+    assert_int_equal(c->listen[1].tls.key_mark.col, 34);
+
+    assert_int_equal(c->drain_timeout_ms, 5000);
+    assert_int_equal(c->log_level, CONF_LOG_DEBUG);
+    assert_int_equal(c->client.max_connections, 10);
+    assert_int_equal(c->client.max_header_size, 16384);
+    assert_int_equal(c->client.max_body_size, 0);
+    assert_int_equal(c->client.timeout_ms, 1500);
+    assert_int_equal(c->admin.enabled, 1);
+    assert_string_equal(c->admin.address, "localhost:9901");
+    assert_string_equal(c->admin.host, "localhost");
+    assert_int_equal(c->admin.port, 9901);
+    assert_int_equal(c->admin.mark.line, 13);
+    assert_int_equal(c->access_log.enabled, 1);
+    assert_string_equal(c->access_log.path, "/tmp/access.log");
+    assert_int_equal(c->access_log.format, CONF_LOG_JSON);
+
+    assert_int_equal(c->nupstreams, 3);
+    const struct conf_upstream *u = &c->upstreams[0];
+    assert_string_equal(u->name, "api");
+    assert_int_equal(u->mark.line, 18);
+    assert_int_equal(u->mark.col, 3);
+    assert_string_equal(u->url, "http://127.0.0.1:18080/base/");
+    assert_int_equal(u->https, 0);
+    assert_string_equal(u->host, "127.0.0.1");
+    assert_int_equal(u->port, 18080);
+    assert_string_equal(u->base_path, "/base");
+    assert_int_equal(u->nlimits, 2);
+    assert_true(u->limits[0].rate_per_sec == 20);
+    assert_true(u->limits[0].burst_tokens == 2.5);
+    assert_int_equal(u->limits[0].mark.line, 21);
+    assert_int_equal(u->limits[0].mark.col, 9);
+    assert_true(u->limits[1].rate_per_sec == 5000.0 / 3600);
+    assert_true(u->limits[1].burst_tokens == 1);
+    assert_int_equal(u->max_in_flight, 3);
+    assert_int_equal(u->queue_size, 7);
+    assert_int_equal(u->max_wait_ms, 250);
+    assert_int_equal(u->connect_timeout_ms, 1000);
+    assert_int_equal(u->response_timeout_ms, 120000);
+    assert_int_equal(u->keepalive, 0);
+    assert_int_equal(u->preserve_host, 1);
+    assert_int_equal(u->tls.enabled, 0);
+
+    u = &c->upstreams[1];
+    assert_string_equal(u->name, "gh");
+    assert_int_equal(u->https, 1);
+    assert_string_equal(u->host, "api.github.com");
+    assert_int_equal(u->port, 443);
+    assert_string_equal(u->base_path, "");
+    assert_true(u->limits[0].rate_per_sec == 0.5);
+    assert_int_equal(u->max_in_flight, 64); /* defaults next to set values */
+    assert_int_equal(u->tls.enabled, 1);
+    assert_int_equal(u->tls.verify, 0);
+    assert_string_equal(u->tls.ca_file, "/dev/null");
+    assert_string_equal(u->tls.server_name, "github.com");
+    assert_int_equal(u->tls.min_version, 13);
+    assert_string_equal(u->tls.cert, "/dev/null");
+    assert_string_equal(u->tls.key, "/dev/null");
+    assert_int_equal(u->tls.mark.line, 35);
+    assert_int_equal(u->tls.ca_file_mark.line, 36);
+    assert_int_equal(u->tls.ca_file_mark.col, 16);
+    assert_int_equal(u->tls.cert_mark.line, 39);
+    assert_int_equal(u->tls.key_mark.line, 40);
+
+    u = &c->upstreams[2];
+    assert_int_equal(u->https, 1);
+    assert_string_equal(u->host, "::1");
+    assert_int_equal(u->port, 8443);
+    assert_true(u->limits[0].rate_per_sec == 1.0 / 3600);
+    assert_int_equal(u->tls.enabled, 1);
+    assert_int_equal(u->tls.verify, 1);
+    assert_int_equal(u->tls.min_version, 12);
+    assert_null(u->tls.ca_file);
+    /* No tls: section: the url that turned TLS on stands for it. */
+    assert_int_equal(u->tls.mark.line, 42);
+    assert_int_equal(u->tls.mark.col, 10);
+
+    assert_int_equal(c->nroutes, 3);
+    assert_string_equal(c->routes[0].path_prefix, "/api/");
+    assert_string_equal(c->routes[0].host, "API.example.com");
+    assert_int_equal(c->routes[0].strip_prefix, 1);
+    assert_string_equal(c->routes[0].upstream, "api");
+    assert_int_equal(c->routes[0].upstream_index, 0);
+    assert_int_equal(c->routes[0].mark.line, 46);
+    assert_null(c->routes[1].host);
+    assert_int_equal(c->routes[1].strip_prefix, 0);
+    assert_int_equal(c->routes[1].upstream_index, 1);
+    assert_int_equal(c->routes[2].upstream_index, 2);
+
+    assert_ptr_equal(conf_find_upstream(c, "gh"), &c->upstreams[1]);
+    assert_null(conf_find_upstream(c, "nope"));
+    conf_free(c);
+}
+
+static void test_defaults(void **state)
+{
+    struct conf *c = load_ok(MINIMAL);
+
+    assert_int_equal(c->drain_timeout_ms, 30000);
+    assert_int_equal(c->log_level, CONF_LOG_INFO);
+    assert_int_equal(c->client.max_connections, 1024);
+    assert_int_equal(c->client.max_header_size, 8192);
+    assert_int_equal(c->client.max_body_size, 1048576);
+    assert_int_equal(c->client.timeout_ms, 60000);
+    assert_int_equal(c->admin.enabled, 0);
+    assert_null(c->admin.address);
+    assert_int_equal(c->access_log.enabled, 0);
+    assert_int_equal(c->access_log.format, CONF_LOG_TEXT);
+
+    const struct conf_upstream *u = &c->upstreams[0];
+    assert_int_equal(u->port, 18080);
+    assert_string_equal(u->base_path, "");
+    assert_true(u->limits[0].burst_tokens == 1);
+    assert_int_equal(u->max_in_flight, 64);
+    assert_int_equal(u->queue_size, 1000);
+    assert_int_equal(u->max_wait_ms, 30000);
+    assert_int_equal(u->connect_timeout_ms, 2000);
+    assert_int_equal(u->response_timeout_ms, 30000);
+    assert_int_equal(u->keepalive, 32);
+    assert_int_equal(u->preserve_host, 0);
+    assert_int_equal(u->tls.enabled, 0);
+    assert_int_equal(u->tls.mark.line, 0);
+
+    assert_null(c->routes[0].host);
+    assert_int_equal(c->routes[0].strip_prefix, 0);
+    assert_int_equal(c->routes[0].upstream_index, 0);
+    conf_free(c);
+
+    /* Sections present but empty take the defaults too; access_log gets "-". */
+    c = load_ok(MINIMAL "client: {}\naccess_log: {}\n");
+    assert_int_equal(c->client.max_connections, 1024);
+    assert_int_equal(c->access_log.enabled, 1);
+    assert_string_equal(c->access_log.path, "-");
+    conf_free(c);
+}
+
+/* Corners that are valid: overlapping-looking listeners that are not, url forms. */
+static void test_good_corners(void **state)
+{
+    struct conf *c = load_ok("listen:\n"
+                             "  - address: 127.0.0.1:8080\n"
+                             "  - address: 127.0.0.2:8080\n"   /* another address */
+                             "  - address: 0.0.0.0:8081\n"     /* another port */
+                             "  - address: '[::1]:8080'\n"     /* another family */
+                             "admin: { address: 127.0.0.1:9901 }\n"
+                             "drain_timeout: 0s\n"
+                             "upstreams:\n"
+                             "  a-b.c_1:\n"
+                             "    url: http://svc.internal:8080/x/y//\n"
+                             "    limits: [ { rate: 1000000000/s, burst: 1000000 } ]\n"
+                             "routes:\n"
+                             "  - { path_prefix: /, upstream: a-b.c_1 }\n"
+                             "  - { path_prefix: /, host: a.example, upstream: a-b.c_1 }\n"
+                             "  - { path_prefix: /, host: b.example, upstream: a-b.c_1 }\n");
+    assert_int_equal(c->nlisten, 4);
+    assert_int_equal(c->drain_timeout_ms, 0);
+    assert_string_equal(c->upstreams[0].host, "svc.internal");
+    assert_string_equal(c->upstreams[0].base_path, "/x/y");
+    assert_true(c->upstreams[0].limits[0].rate_per_sec == 1e9);
+    assert_true(c->upstreams[0].limits[0].burst_tokens == 1e6);
+    conf_free(c);
+}
+
+/* The shipped sample must load, and say what it says. */
+static void test_sample(void **state)
+{
+    char err[512];
+    struct conf *c = conf_load("proxy.yaml.sample", err, sizeof err);
+    if (c == NULL)
+        fail_msg("proxy.yaml.sample: %s", err);
+    assert_int_equal(c->nlisten, 1);
+    assert_string_equal(c->listen[0].address, "127.0.0.1:8080");
+    const struct conf_upstream *u = conf_find_upstream(c, "demo");
+    assert_non_null(u);
+    assert_string_equal(u->url, "http://127.0.0.1:18080");
+    assert_int_equal(u->nlimits, 1);
+    assert_true(u->limits[0].rate_per_sec == 2);
+    assert_true(u->limits[0].burst_tokens == 1);
+    assert_int_equal(u->queue_size, 100);
+    assert_int_equal(u->max_wait_ms, 30000);
+    assert_int_equal(c->nroutes, 1);
+    assert_string_equal(c->routes[0].path_prefix, "/demo/");
+    assert_int_equal(c->routes[0].strip_prefix, 1);
+    assert_string_equal(c->routes[0].upstream, "demo");
+    conf_free(c);
+}
+
+/* ------------------------------------------------------------------- files */
+
+static char *write_temp(const char *text)
+{
+    char *path = strdup("/tmp/sluice-test-conf-XXXXXX");
+    assert_non_null(path);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+static void test_files(void **state)
+{
+    char err[512], expect[600];
+
+    char *path = write_temp(MINIMAL);
+    struct conf *c = conf_load(path, err, sizeof err);
+    if (c == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(c->path, path);
+    conf_free(c);
+    unlink(path);
+    free(path);
+
+    path = write_temp(MINIMAL "drain_timeout: 30\n");
+    assert_null(conf_load(path, err, sizeof err));
+    snprintf(expect, sizeof expect,
+             "%s:11:16: drain_timeout: missing unit (ms, s, m or h), got '30'", path);
+    assert_string_equal(err, expect);
+    unlink(path);
+    free(path);
+
+    path = write_temp("");
+    assert_null(conf_load(path, err, sizeof err));
+    snprintf(expect, sizeof expect, "%s: empty file (expected listen, upstreams and routes)",
+             path);
+    assert_string_equal(err, expect);
+    unlink(path);
+
+    /* Gone now. */
+    assert_null(conf_load(path, err, sizeof err));
+    snprintf(expect, sizeof expect, "%s: cannot open: No such file or directory", path);
+    assert_string_equal(err, expect);
+    free(path);
+
+    assert_null(conf_load("/", err, sizeof err));
+    assert_string_equal(err, "/: cannot read: Is a directory");
+}
+
+/* The error buffer is never overrun, and may be absent. */
+static void test_err_buffer(void **state)
+{
+    char err[16];
+    memset(err, 'x', sizeof err);
+    assert_null(conf_load_string("t.yaml", "listen: 1\n", err, 10));
+    assert_string_equal(err, "t.yaml:1:");
+    assert_int_equal(err[10], 'x');
+    assert_null(conf_load_string("t.yaml", "listen: 1\n", NULL, 0));
+    assert_null(conf_load(NULL ? NULL : "/nonexistent/x", NULL, 0));
+    conf_free(NULL);
+}
+
+/* ------------------------------------------------------------------- bad configs */
+
+struct bad {
+    const char *yaml;
+    const char *expect; /* after "t.yaml:": "LINE:COL: ..." or " message" */
+};
+
+static const struct bad bad_cases[] = {
+    /* YAML syntax, as libyaml says it, at its problem mark */
+    {"listen: [a, b\n",
+     "2:1: did not find expected ',' or ']' (while parsing a flow sequence at 1:9)"},
+    {"listen:\n\t- address: 127.0.0.1:8080\n",
+     "2:1: found character that cannot start any token (tabs are not allowed in indentation; "
+     "use spaces) (while scanning for the next token at 2:1)"},
+    {"drain_timeout: \"30s\n",
+     "2:1: found unexpected end of stream (while scanning a quoted scalar at 1:16)"},
+    {"a: b: c\n", "1:5: mapping values are not allowed in this context"},
+    {"listen:\n  - address: 127.0.0.1:8080\n\t\n",
+     "3:1: found a tab character that violates indentation (while scanning a plain scalar at "
+     "2:14)"},
+
+    /* what YAML allows and sluice does not */
+    {"drain_timeout: &d 30s\n" MINIMAL, "1:16: anchors (&d) are not allowed"},
+    {"drain_timeout: *d\n" MINIMAL, "1:16: aliases (*d) are not allowed; write the value out"},
+    {MINIMAL "---\n" MINIMAL, "11:1: only one YAML document is allowed, found a second one"},
+    {"drain_timeout: !!str 30s\n" MINIMAL,
+     "1:16: tags (tag:yaml.org,2002:str) are not allowed"},
+    {"? [a]\n: 1\n", "1:3: mapping keys must be strings, not lists or mappings"},
+    {"drain_timeout: \"3\\00s\"\n", "1:16: NUL characters are not allowed"},
+
+    /* empty, or not a mapping */
+    {"", " empty file (expected listen, upstreams and routes)"},
+    {"# nothing but a comment\n", " empty file (expected listen, upstreams and routes)"},
+    {"- listen\n", "1:1: expected a mapping, got a list"},
+
+    /* unknown and duplicate keys, at every depth */
+    {MINIMAL "bogus: 1\n",
+     "11:1: bogus: unknown key (expected one of: listen, drain_timeout, log_level, client, "
+     "admin, access_log, upstreams, routes)"},
+    {UPSTREAMS_WITH("    queue:\n      sise: 10\n") LISTEN ROUTES,
+     "7:7: upstreams.api.queue.sise: unknown key (expected one of: size, max_wait)"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
+            "      - rate: 10/s\n        brust: 2\n" ROUTES,
+     "8:9: upstreams.api.limits[0].brust: unknown key (expected one of: rate, burst)"},
+    {"listen:\n  - address: 127.0.0.1:8443\n    tls: { cert:/dev/null, key: /dev/null }\n"
+         UPSTREAMS ROUTES,
+     "3:12: listen[0].tls.cert:/dev/null: unknown key (expected one of: cert, key); is a space "
+     "missing after ':'?"},
+    {MINIMAL "\"a\\nb\": 1\n",
+     "11:1: a?b: unknown key (expected one of: listen, drain_timeout, log_level, client, "
+     "admin, access_log, upstreams, routes)"},
+    {MINIMAL "drain_timeout: 1s\ndrain_timeout: 2s\n",
+     "12:1: drain_timeout: duplicate key, first at 11:1"},
+    {UPSTREAMS_WITH("    url: http://127.0.0.1:1\n") LISTEN ROUTES,
+     "6:5: upstreams.api.url: duplicate key, first at 3:5"},
+    {UPSTREAMS "  api:\n    url: http://127.0.0.1:1\n    limits: [{rate: 1/s}]\n" LISTEN ROUTES,
+     "6:3: upstreams.api: duplicate key, first at 2:3"},
+
+    /* wrong types */
+    {"listen: { address: 127.0.0.1:8080 }\n" UPSTREAMS ROUTES,
+     "1:9: listen: expected a list, got a mapping"},
+    {"listen:\n" UPSTREAMS ROUTES, "1:8: listen: expected a list, got an empty value"},
+    {MINIMAL "client: 5\n", "11:9: client: expected a mapping, got '5'"},
+    {MINIMAL "drain_timeout: { s: 30 }\n",
+     "11:16: drain_timeout: expected a duration like 30s, got a mapping"},
+    {MINIMAL "log_level: [info]\n",
+     "11:12: log_level: expected one of error, warn, info, debug, got a list"},
+    {"listen:\n  - 127.0.0.1:8080\n" UPSTREAMS ROUTES,
+     "2:5: listen[0]: expected a mapping, got '127.0.0.1:8080'"},
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n    upstream:\n",
+     "10:14: routes[0].upstream: expected a string, got an empty value"},
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n    upstream: ''\n",
+     "10:15: routes[0].upstream: must not be empty"},
+
+    /* bad values and ranges */
+    {MINIMAL "drain_timeout: 30\n",
+     "11:16: drain_timeout: missing unit (ms, s, m or h), got '30'"},
+    {MINIMAL "drain_timeout: 2h\n", "11:16: drain_timeout: must be between 0s and 1h, got '2h'"},
+    {MINIMAL "drain_timeout: -1s\n", "11:16: drain_timeout: must not be negative, got '-1s'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
+            "      - rate: 10 per second\n" ROUTES,
+     "7:15: upstreams.api.limits[0].rate: expected N/s, N/m or N/h, got '10 per second'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
+            "      - rate: 0/s\n" ROUTES,
+     "7:15: upstreams.api.limits[0].rate: must be positive, got '0/s'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
+            "      - rate: 0.5/h\n" ROUTES,
+     "7:15: upstreams.api.limits[0].rate: must be between 1/h and 1000000000/s, got '0.5/h'"},
+    {UPSTREAMS_WITH("    limits: [ { rate: 1/s, burst: 0.5 } ]\n") LISTEN ROUTES,
+     "6:5: upstreams.api.limits: duplicate key, first at 4:5"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n"
+            "    limits: [ { rate: 1/s, burst: 0.5 } ]\n" ROUTES,
+     "6:35: upstreams.api.limits[0].burst: must be between 1 and 1000000, got '0.5'"},
+    {MINIMAL "client:\n  max_header_size: 8x\n",
+     "12:20: client.max_header_size: expected a size like 512, 64k, 1m or 1g, got '8x'"},
+    {MINIMAL "client:\n  max_header_size: 512\n",
+     "12:20: client.max_header_size: must be between 1k and 1m, got '512'"},
+    {MINIMAL "client:\n  max_connections: 0\n",
+     "12:20: client.max_connections: must be between 1 and 1000000, got '0'"},
+    {MINIMAL "client:\n  max_connections: 99999999999999999999999\n",
+     "12:20: client.max_connections: too large, got '99999999999999999999999'"},
+    {UPSTREAMS_WITH("    max_in_flight: 1.5\n") LISTEN ROUTES,
+     "6:20: upstreams.api.max_in_flight: expected a whole number, got '1.5'"},
+    {UPSTREAMS_WITH("    queue: { max_wait: 0ms }\n") LISTEN ROUTES,
+     "6:24: upstreams.api.queue.max_wait: must be between 1ms and 24h, got '0ms'"},
+    {UPSTREAMS_WITH("    timeouts: { connect: 11m }\n") LISTEN ROUTES,
+     "6:26: upstreams.api.timeouts.connect: must be between 1ms and 10m, got '11m'"},
+    {UPSTREAMS_WITH("    preserve_host: yes\n") LISTEN ROUTES,
+     "6:20: upstreams.api.preserve_host: expected true or false, got 'yes'"},
+    {UPSTREAMS_WITH("    preserve_host: \"true\"\n") LISTEN ROUTES,
+     "6:20: upstreams.api.preserve_host: expected true or false (without quotes), got 'true'"},
+    {MINIMAL "log_level: verbose\n",
+     "11:12: log_level: expected one of error, warn, info, debug, got 'verbose'"},
+    {MINIMAL "access_log: { format: xml }\n",
+     "11:23: access_log.format: expected one of text, json, got 'xml'"},
+    {LISTEN "upstreams:\n  api:\n    url: https://example.com\n    limits: [{rate: 1/s}]\n"
+            "    tls: { min_version: 1.1 }\n" ROUTES,
+     "7:25: upstreams.api.tls.min_version: expected one of 1.2, 1.3, got '1.1'"},
+
+    /* addresses */
+    {"listen:\n  - address: 8080\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: expected HOST:PORT, got '8080'"},
+    {"listen:\n  - address: example.com:80\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: host must be an IP address or localhost, got 'example.com:80'"},
+    {"listen:\n  - address: 127.0.0.1:0\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: port must be a number from 1 to 65535, got '127.0.0.1:0'"},
+    {"listen:\n  - address: 127.0.0.1:65536\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: port must be a number from 1 to 65535, got '127.0.0.1:65536'"},
+    {"listen:\n  - address: ::1:8080\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: IPv6 addresses need brackets, as in [::1]:8080, got '::1:8080'"},
+    {"listen:\n  - address: '[::g]:8080'\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: host must be an IP address or localhost, got '[::g]:8080'"},
+    {"listen:\n  - address: :8080\n" UPSTREAMS ROUTES,
+     "2:14: listen[0].address: missing host (0.0.0.0 listens on every address), got ':8080'"},
+    {"listen: []\n" UPSTREAMS ROUTES, "1:9: listen: must not be empty"},
+
+    /* overlapping listeners, at the second one */
+    {"listen:\n  - address: 127.0.0.1:8080\n  - address: 127.0.0.1:8080\n" UPSTREAMS ROUTES,
+     "3:14: listen[1].address: overlaps listen[0] (127.0.0.1:8080 at 2:5)"},
+    {"listen:\n  - address: 127.0.0.1:8080\n  - address: 0.0.0.0:8080\n" UPSTREAMS ROUTES,
+     "3:14: listen[1].address: overlaps listen[0] (127.0.0.1:8080 at 2:5)"},
+    {"listen:\n  - address: '[::]:8080'\n  - address: 10.0.0.1:8080\n" UPSTREAMS ROUTES,
+     "3:14: listen[1].address: overlaps listen[0] ([::]:8080 at 2:5)"},
+    {"listen:\n  - address: '[::1]:8080'\n  - address: '[0:0::1]:8080'\n" UPSTREAMS ROUTES,
+     "3:14: listen[1].address: overlaps listen[0] ([::1]:8080 at 2:5)"},
+    {"listen:\n  - address: 127.0.0.1:8080\n  - address: localhost:8080\n" UPSTREAMS ROUTES,
+     "3:14: listen[1].address: overlaps listen[0] (127.0.0.1:8080 at 2:5)"},
+    {MINIMAL "admin:\n  address: 0.0.0.0:8080\n",
+     "12:12: admin.address: overlaps listen[0] (127.0.0.1:8080 at 2:5)"},
+    {MINIMAL "admin: {}\n", "11:8: admin: missing required key 'address'"},
+
+    /* required keys */
+    {UPSTREAMS ROUTES, "1:1: missing required key 'listen'"},
+    {LISTEN ROUTES, "1:1: missing required key 'upstreams'"},
+    {LISTEN UPSTREAMS, "1:1: missing required key 'routes'"},
+    {LISTEN "upstreams:\n  api:\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:5: upstreams.api: missing required key 'url'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:1\n" ROUTES,
+     "5:5: upstreams.api: missing required key 'limits'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    limits: []\n" ROUTES,
+     "6:13: upstreams.api.limits: must not be empty"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    limits: [{burst: 2}]\n" ROUTES,
+     "6:14: upstreams.api.limits[0]: missing required key 'rate'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:1\n"
+            "    limits: [{rate: 1/s}, {rate: 1/s}, {rate: 1/s}, {rate: 1/s}, {rate: 1/s},\n"
+            "             {rate: 1/s}, {rate: 1/s}, {rate: 1/s}, {rate: 1/s}]\n" ROUTES,
+     "6:13: upstreams.api.limits: expected 1 to 8 entries, got 9"},
+    {LISTEN "upstreams: {}\n" ROUTES, "3:12: upstreams: must not be empty"},
+    {LISTEN UPSTREAMS "routes: []\n", "8:9: routes: must not be empty"},
+    {LISTEN UPSTREAMS "routes:\n  - upstream: api\n",
+     "9:5: routes[0]: missing required key 'path_prefix'"},
+
+    /* upstream urls and names */
+    {LISTEN "upstreams:\n  api:\n    url: ftp://127.0.0.1\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: expected an http:// or https:// URL, got 'ftp://127.0.0.1'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://h/p?q=1\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: a query (?) or fragment (#) is not allowed, got 'http://h/p?q=1'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://u:p@h/\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: user information (user@host) is not allowed, got "
+     "'http://u:p@h/'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://h:0/\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: port must be a number from 1 to 65535, got 'http://h:0/'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://bad_host-.com/\n    limits: [{rate: 1/s}]\n"
+         ROUTES,
+     "5:10: upstreams.api.url: invalid host 'bad_host-.com'"},
+    {LISTEN "upstreams:\n  api:\n    url: http:///x\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: missing or invalid host in 'http:///x'"},
+    {LISTEN "upstreams:\n  api:\n    url: http://300.1.1.1/\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "5:10: upstreams.api.url: invalid host '300.1.1.1'"},
+    {LISTEN "upstreams:\n  api v2:\n    url: http://h\n    limits: [{rate: 1/s}]\n" ROUTES,
+     "4:3: upstreams: invalid name 'api v2': use letters, digits, '_', '.' and '-'"},
+
+    /* TLS */
+    {UPSTREAMS_WITH("    tls: { verify: false }\n") LISTEN ROUTES,
+     "6:10: upstreams.api.tls: only allowed with an https:// url"},
+    {LISTEN "upstreams:\n  api:\n    url: https://h\n    limits: [{rate: 1/s}]\n"
+            "    tls:\n      ca_file: /nonexistent/ca.pem\n" ROUTES,
+     "8:16: upstreams.api.tls.ca_file: cannot read '/nonexistent/ca.pem': No such file or "
+     "directory"},
+    {LISTEN "upstreams:\n  api:\n    url: https://h\n    limits: [{rate: 1/s}]\n"
+            "    tls: { ca_file: / }\n" ROUTES,
+     "7:21: upstreams.api.tls.ca_file: cannot read '/': Is a directory"},
+    {LISTEN "upstreams:\n  api:\n    url: https://h\n    limits: [{rate: 1/s}]\n"
+            "    tls:\n      cert: /dev/null\n" ROUTES,
+     "8:13: upstreams.api.tls: cert given without key (a client certificate needs both)"},
+    {LISTEN "upstreams:\n  api:\n    url: https://h\n    limits: [{rate: 1/s}]\n"
+            "    tls:\n      verify: true\n      key: /dev/null\n" ROUTES,
+     "9:12: upstreams.api.tls: key given without cert (a client certificate needs both)"},
+    {LISTEN "upstreams:\n  api:\n    url: https://h\n    limits: [{rate: 1/s}]\n"
+            "    tls: { server_name: 'a b' }\n" ROUTES,
+     "7:25: upstreams.api.tls.server_name: expected a host name (no port), got 'a b'"},
+    {"listen:\n  - address: 127.0.0.1:8443\n    tls: { cert: /dev/null }\n" UPSTREAMS ROUTES,
+     "3:10: listen[0].tls: missing required key 'key'"},
+    {"listen:\n  - address: 127.0.0.1:8443\n    tls:\n      cert: /nonexistent.crt\n"
+     "      key: /dev/null\n" UPSTREAMS ROUTES,
+     "4:13: listen[0].tls.cert: cannot read '/nonexistent.crt': No such file or directory"},
+
+    /* routes */
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n    upstream: apx\n",
+     "10:15: routes[0].upstream: no upstream named 'apx' (defined: api)"},
+    {LISTEN "routes:\n  - path_prefix: /\n    upstream: nope\n" UPSTREAMS,
+     "5:15: routes[0].upstream: no upstream named 'nope' (defined: api)"},
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: api/\n    upstream: api\n",
+     "9:18: routes[0].path_prefix: must start with '/', got 'api/'"},
+    {LISTEN UPSTREAMS "routes:\n  - { path_prefix: /a, upstream: api }\n"
+                      "  - { path_prefix: /a, upstream: api }\n",
+     "10:20: routes[1].path_prefix: same path_prefix and host as routes[0] at 9:5, which would "
+     "always win"},
+    {LISTEN UPSTREAMS "routes:\n  - { path_prefix: /a, host: A.example, upstream: api }\n"
+                      "  - { path_prefix: /a, host: a.EXAMPLE, upstream: api }\n",
+     "10:20: routes[1].path_prefix: same path_prefix and host as routes[0] at 9:5, which would "
+     "always win"},
+    {LISTEN UPSTREAMS "routes:\n  - { path_prefix: /a, host: 'a.example:8080', upstream: api }\n",
+     "9:30: routes[0].host: expected a host name (no port), got 'a.example:8080'"},
+};
+
+static void test_bad_table(void **state)
+{
+    char err[512], expect[600];
+    int failures = 0;
+
+    for (size_t i = 0; i < ARRAY_LEN(bad_cases); i++) {
+        memset(err, 0, sizeof err);
+        struct conf *c = conf_load_string("t.yaml", bad_cases[i].yaml, err, sizeof err);
+        snprintf(expect, sizeof expect, "t.yaml:%s", bad_cases[i].expect);
+        if (c != NULL) {
+            print_error("case %zu: loaded, expected \"%s\"\n", i, expect);
+            conf_free(c);
+            failures++;
+        } else if (strcmp(err, expect) != 0) {
+            print_error("case %zu:\n   got \"%s\"\n  want \"%s\"\n", i, err, expect);
+            failures++;
+        }
+    }
+    if (failures > 0)
+        fail_msg("%d of %zu bad configs gave the wrong answer", failures, ARRAY_LEN(bad_cases));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full),       cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_good_corners), cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_files),      cmocka_unit_test(test_err_buffer),
+        cmocka_unit_test(test_bad_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
