@@ -1,17 +1,627 @@
-/* proxy/metrics: placeholder until the implementation lands (see metrics.h). */
+/*
+ * proxy/metrics: counters and histograms kept per label set, gauges read at render
+ * time, all rendered in the Prometheus text format 0.0.4. See metrics.h.
+ *
+ * Storage: two tables of series, each an array in first-seen order (so the exposition
+ * is stable from one scrape to the next) indexed by a small open-addressing hash of
+ * slot numbers:
+ *   reqs     (upstream, route, status, reason) -> count
+ *   ups      upstream name -> queue-wait and latency histograms, rejections by reason
+ * Label strings are copied when a set is first seen; after that an update is a hash,
+ * a probe or two and increments: no allocation.
+ *
+ * Invariants
+ *   - Each table's index has a power-of-two capacity at least twice its entries, so a
+ *     probe always ends at an empty slot.
+ *   - Histogram buckets hold per-bucket (not cumulative) counts; the last is +Inf.
+ *     Cumulative counts are computed when rendering.
+ */
 #include "proxy/metrics.h"
 
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-struct metrics {
-    int unused;
+#include "conf/conf.h"
+#include "limiter/dispatch.h"
+#include "proxy/clock.h"
+#include "proxy/frontend.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+/* Upper bounds of the histogram buckets, in ns; the +Inf bucket follows them. */
+static const uint64_t bucket_bounds_ns[] = {
+    1000000ull,     5000000ull,     10000000ull,    25000000ull,    50000000ull,
+    100000000ull,   250000000ull,   500000000ull,   1000000000ull,  2500000000ull,
+    5000000000ull,  10000000000ull, 30000000000ull, 60000000000ull,
+};
+static const char *const bucket_labels[] = {
+    "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+    "0.5",   "1",     "2.5",  "5",     "10",   "30",  "60",
+};
+#define NBOUNDS (sizeof(bucket_bounds_ns) / sizeof(bucket_bounds_ns[0]))
+#define NBUCKETS (NBOUNDS + 1)
+
+/* Reasons counted as rejections (503 before reaching the upstream). */
+static const char *const rejection_reasons[] = {"queue_full", "deadline", "shutdown"};
+#define NREJECTIONS (sizeof(rejection_reasons) / sizeof(rejection_reasons[0]))
+
+struct histogram {
+    uint64_t buckets[NBUCKETS]; /* per bucket, not cumulative; last is +Inf */
+    uint64_t count;
+    uint64_t sum_ns;
 };
 
+struct req_series {
+    char *upstream, *route, *reason; /* owned copies; "" for none */
+    int status;
+    uint64_t hash;
+    uint64_t count;
+};
+
+struct up_series {
+    char *name; /* owned copy; "" for requests that never got an upstream */
+    uint64_t hash;
+    struct histogram queue_wait;
+    struct histogram latency;
+    uint64_t rejections[NREJECTIONS];
+};
+
+/* Open-addressing index of slot numbers + 1 (0: empty) into a series array. */
+struct index {
+    uint32_t *slots;
+    size_t cap; /* power of two, or 0 before the first insert */
+};
+
+struct metrics {
+    struct req_series *reqs;
+    size_t nreqs, reqs_cap;
+    struct index reqs_index;
+    struct up_series *ups;
+    size_t nups, ups_cap;
+    struct index ups_index;
+    uint64_t reloads_ok, reloads_failed;
+    int64_t last_reload_unix;   /* last successful load (start-up counts), unix seconds */
+    int last_reload_ok;         /* outcome of the last attempt */
+};
+
+/* ---------------------------------------------------------------- hashing */
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    /* FNV-1a, with a terminating byte so ("ab","c") and ("a","bc") differ. */
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    h ^= 0xff;
+    h *= 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_req(const char *upstream, const char *route, int status, const char *reason)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    h = hash_str(h, upstream);
+    h = hash_str(h, route);
+    h = hash_str(h, reason);
+    h ^= (uint64_t)(unsigned)status;
+    h *= 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_name(const char *name) { return hash_str(14695981039346656037ull, name); }
+
+/* Rebuild `ix` at `cap` slots for series 0..n-1. Returns 0 or -1 (ix unchanged). */
+static int index_rebuild(struct index *ix, size_t cap, uint64_t (*hash_at)(const void *, size_t),
+                         const void *series, size_t n)
+{
+    uint32_t *slots = calloc(cap, sizeof(*slots));
+    size_t i;
+
+    if (slots == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        size_t j = (size_t)hash_at(series, i) & (cap - 1);
+        while (slots[j] != 0)
+            j = (j + 1) & (cap - 1);
+        slots[j] = (uint32_t)(i + 1);
+    }
+    free(ix->slots);
+    ix->slots = slots;
+    ix->cap = cap;
+    return 0;
+}
+
+static uint64_t req_hash_at(const void *series, size_t i)
+{
+    return ((const struct req_series *)series)[i].hash;
+}
+
+static uint64_t up_hash_at(const void *series, size_t i)
+{
+    return ((const struct up_series *)series)[i].hash;
+}
+
+/* Room for entry n in an array of `elem`-sized entries: returns the (maybe moved) array,
+ * or NULL (the old one still valid). */
+static void *grow_array(void *array, size_t *cap, size_t n, size_t elem)
+{
+    size_t ncap;
+    void *grown;
+
+    if (n < *cap)
+        return array;
+    ncap = *cap ? *cap * 2 : 16;
+    grown = realloc(array, ncap * elem);
+    if (grown != NULL)
+        *cap = ncap;
+    return grown;
+}
+
+/* Keep the index at most half full once entry n is added. */
+static int grow_index(struct index *ix, size_t n, uint64_t (*hash_at)(const void *, size_t),
+                      const void *series)
+{
+    size_t icap = ix->cap ? ix->cap : 32;
+
+    while ((n + 1) * 2 > icap)
+        icap *= 2;
+    if (icap == ix->cap)
+        return 0;
+    return index_rebuild(ix, icap, hash_at, series, n);
+}
+
+static void index_put(struct index *ix, uint64_t hash, size_t slot_no)
+{
+    size_t j = (size_t)hash & (ix->cap - 1);
+
+    while (ix->slots[j] != 0)
+        j = (j + 1) & (ix->cap - 1);
+    ix->slots[j] = (uint32_t)(slot_no + 1);
+}
+
+/* ---------------------------------------------------------------- lookups */
+
+static struct req_series *req_get(struct metrics *m, const char *upstream, const char *route,
+                                  int status, const char *reason)
+{
+    uint64_t h = hash_req(upstream, route, status, reason);
+    struct req_series *e, *grown;
+
+    if (m->reqs_index.cap != 0) {
+        size_t j = (size_t)h & (m->reqs_index.cap - 1);
+        while (m->reqs_index.slots[j] != 0) {
+            e = &m->reqs[m->reqs_index.slots[j] - 1];
+            if (e->hash == h && e->status == status && strcmp(e->upstream, upstream) == 0 &&
+                strcmp(e->route, route) == 0 && strcmp(e->reason, reason) == 0)
+                return e;
+            j = (j + 1) & (m->reqs_index.cap - 1);
+        }
+    }
+    grown = grow_array(m->reqs, &m->reqs_cap, m->nreqs, sizeof(*m->reqs));
+    if (grown == NULL)
+        return NULL;
+    m->reqs = grown;
+    if (grow_index(&m->reqs_index, m->nreqs, req_hash_at, m->reqs) != 0)
+        return NULL;
+    e = &m->reqs[m->nreqs];
+    memset(e, 0, sizeof(*e));
+    e->upstream = strdup(upstream);
+    e->route = strdup(route);
+    e->reason = strdup(reason);
+    if (e->upstream == NULL || e->route == NULL || e->reason == NULL) {
+        free(e->upstream);
+        free(e->route);
+        free(e->reason);
+        return NULL;
+    }
+    e->status = status;
+    e->hash = h;
+    index_put(&m->reqs_index, h, m->nreqs);
+    m->nreqs++;
+    return e;
+}
+
+static struct up_series *up_find(const struct metrics *m, const char *name, uint64_t h)
+{
+    if (m->ups_index.cap != 0) {
+        size_t j = (size_t)h & (m->ups_index.cap - 1);
+        while (m->ups_index.slots[j] != 0) {
+            struct up_series *e = &m->ups[m->ups_index.slots[j] - 1];
+            if (e->hash == h && strcmp(e->name, name) == 0)
+                return e;
+            j = (j + 1) & (m->ups_index.cap - 1);
+        }
+    }
+    return NULL;
+}
+
+static struct up_series *up_get(struct metrics *m, const char *name)
+{
+    uint64_t h = hash_name(name);
+    struct up_series *e = up_find(m, name, h), *grown;
+
+    if (e != NULL)
+        return e;
+    grown = grow_array(m->ups, &m->ups_cap, m->nups, sizeof(*m->ups));
+    if (grown == NULL)
+        return NULL;
+    m->ups = grown;
+    if (grow_index(&m->ups_index, m->nups, up_hash_at, m->ups) != 0)
+        return NULL;
+    e = &m->ups[m->nups];
+    memset(e, 0, sizeof(*e));
+    e->name = strdup(name);
+    if (e->name == NULL)
+        return NULL;
+    e->hash = h;
+    index_put(&m->ups_index, h, m->nups);
+    m->nups++;
+    return e;
+}
+
+/* ---------------------------------------------------------------- updates */
+
 struct metrics *metrics_new(void) { return calloc(1, sizeof(struct metrics)); }
-void metrics_free(struct metrics *m) { free(m); }
+
+void metrics_free(struct metrics *m)
+{
+    size_t i;
+
+    if (m == NULL)
+        return;
+    for (i = 0; i < m->nreqs; i++) {
+        free(m->reqs[i].upstream);
+        free(m->reqs[i].route);
+        free(m->reqs[i].reason);
+    }
+    for (i = 0; i < m->nups; i++)
+        free(m->ups[i].name);
+    free(m->reqs);
+    free(m->reqs_index.slots);
+    free(m->ups);
+    free(m->ups_index.slots);
+    free(m);
+}
+
+static void histogram_observe(struct histogram *h, uint64_t ns)
+{
+    size_t i = 0;
+
+    while (i < NBOUNDS && ns > bucket_bounds_ns[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum_ns += ns;
+}
+
 void metrics_request_done(struct metrics *m, const char *upstream, const char *route, int status,
                           const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns)
 {
+    struct req_series *rs;
+    struct up_series *us;
+    size_t i;
+
+    if (upstream == NULL)
+        upstream = "";
+    if (route == NULL)
+        route = "";
+    if (reason == NULL)
+        reason = "";
+    rs = req_get(m, upstream, route, status, reason);
+    if (rs != NULL)
+        rs->count++;
+    /* Per-upstream series: only when there is something to record in them. */
+    if (queue_wait_ns == METRICS_NONE && upstream_ns == METRICS_NONE && status != 503)
+        return;
+    us = up_get(m, upstream);
+    if (us == NULL)
+        return;
+    if (queue_wait_ns != METRICS_NONE)
+        histogram_observe(&us->queue_wait, queue_wait_ns);
+    if (upstream_ns != METRICS_NONE)
+        histogram_observe(&us->latency, upstream_ns);
+    if (status == 503)
+        for (i = 0; i < NREJECTIONS; i++)
+            if (strcmp(reason, rejection_reasons[i]) == 0)
+                us->rejections[i]++;
 }
-void metrics_config_loaded(struct metrics *m, int ok, int64_t when) {}
-void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out) {}
+
+void metrics_config_loaded(struct metrics *m, int ok, int64_t when)
+{
+    if (ok) {
+        m->reloads_ok++;
+        m->last_reload_unix = when;
+    } else {
+        m->reloads_failed++;
+    }
+    m->last_reload_ok = ok != 0;
+}
+
+/* ---------------------------------------------------------------- rendering */
+
+static void add_escaped(struct evbuffer *out, const char *s)
+{
+    const char *run = s;
+
+    for (; *s != '\0'; s++) {
+        const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+        if (esc == NULL)
+            continue;
+        evbuffer_add(out, run, (size_t)(s - run));
+        evbuffer_add(out, esc, 2);
+        run = s + 1;
+    }
+    evbuffer_add(out, run, (size_t)(s - run));
+}
+
+static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* `name{upstream="..."` without the closing brace. */
+static void open_upstream(struct evbuffer *out, const char *name, const char *upstream)
+{
+    evbuffer_add_printf(out, "%s{upstream=\"", name);
+    add_escaped(out, upstream);
+    evbuffer_add(out, "\"", 1);
+}
+
+static void add_seconds(struct evbuffer *out, uint64_t ns)
+{
+    evbuffer_add_printf(out, "%" PRIu64 ".%09" PRIu64, ns / (uint64_t)NS_PER_SEC,
+                        ns % (uint64_t)NS_PER_SEC);
+}
+
+static void add_double(struct evbuffer *out, double v)
+{
+    if (isnan(v))
+        evbuffer_add_printf(out, "NaN");
+    else if (isinf(v))
+        evbuffer_add_printf(out, v > 0 ? "+Inf" : "-Inf");
+    else
+        evbuffer_add_printf(out, "%.17g", v);
+}
+
+static void render_histogram(struct evbuffer *out, const char *name, const char *upstream,
+                             const struct histogram *h)
+{
+    uint64_t cum = 0;
+    size_t i;
+
+    for (i = 0; i < NBUCKETS; i++) {
+        cum += h->buckets[i];
+        evbuffer_add_printf(out, "%s_bucket{upstream=\"", name);
+        add_escaped(out, upstream);
+        evbuffer_add_printf(out, "\",le=\"%s\"} %" PRIu64 "\n",
+                            i < NBOUNDS ? bucket_labels[i] : "+Inf", cum);
+    }
+    evbuffer_add_printf(out, "%s_sum{upstream=\"", name);
+    add_escaped(out, upstream);
+    evbuffer_add(out, "\"} ", 3);
+    add_seconds(out, h->sum_ns);
+    evbuffer_add_printf(out, "\n%s_count{upstream=\"", name);
+    add_escaped(out, upstream);
+    evbuffer_add_printf(out, "\"} %" PRIu64 "\n", h->count);
+}
+
+/* Is `name` one of the upstreams serving now? */
+static int configured(const struct server *s, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < s->nupstreams; i++)
+        if (s->upstreams[i] != NULL && strcmp(upstream_name(s->upstreams[i]), name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Histograms of every configured upstream (zero until it sees traffic), then of every
+ * other upstream that has data (one removed by a reload keeps its history). */
+static void render_histograms(const struct metrics *m, const struct server *s,
+                              struct evbuffer *out, const char *name, int latency)
+{
+    static const struct histogram empty;
+    size_t i;
+
+    for (i = 0; i < s->nupstreams; i++) {
+        const char *un;
+        const struct up_series *us;
+        if (s->upstreams[i] == NULL)
+            continue;
+        un = upstream_name(s->upstreams[i]);
+        us = up_find(m, un, hash_name(un));
+        render_histogram(out, name, un,
+                         us == NULL ? &empty : latency ? &us->latency : &us->queue_wait);
+    }
+    for (i = 0; i < m->nups; i++) {
+        const struct up_series *us = &m->ups[i];
+        const struct histogram *h = latency ? &us->latency : &us->queue_wait;
+        if (h->count > 0 && !configured(s, us->name))
+            render_histogram(out, name, us->name, h);
+    }
+}
+
+static int whole(double v) { return v >= 1 && fabs(v - nearbyint(v)) < 1e-9 * v; }
+
+/* "10/s", "0.5/s", "100/m", "5000/h": per second when that takes at most three decimals,
+ * else the unit in which the rate is a whole number, else per second as %g. */
+static void format_rate(double rate, char *buf, size_t len)
+{
+    if (whole(rate * 1000) && rate < 1e12) {
+        char *p;
+        snprintf(buf, len, "%.3f", rate);
+        p = buf + strlen(buf);
+        while (p[-1] == '0')
+            *--p = '\0';
+        if (p[-1] == '.')
+            *--p = '\0';
+        snprintf(p, len - (size_t)(p - buf), "/s");
+    } else if (whole(rate * 60)) {
+        snprintf(buf, len, "%.0f/m", rate * 60);
+    } else if (whole(rate * 3600)) {
+        snprintf(buf, len, "%.0f/h", rate * 3600);
+    } else {
+        snprintf(buf, len, "%g/s", rate);
+    }
+}
+
+static void limit_label(const struct conf_upstream *cu, size_t li, char *buf, size_t len)
+{
+    char other[48];
+    size_t j, dup = 0;
+
+    format_rate(cu->limits[li].rate_per_sec, buf, len);
+    for (j = 0; j < li; j++) {
+        format_rate(cu->limits[j].rate_per_sec, other, sizeof(other));
+        if (strcmp(other, buf) == 0)
+            dup = 1;
+    }
+    /* Two limits with the same rate (different bursts) still need distinct series. */
+    if (dup) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, len - n, "#%zu", li + 1);
+    }
+}
+
+static void render_gauge_u(struct evbuffer *out, const struct server *s, const char *name,
+                           const char *type, const char *help,
+                           uint64_t (*get)(const struct upstream *))
+{
+    size_t i;
+
+    family(out, name, type, help);
+    for (i = 0; i < s->nupstreams; i++) {
+        if (s->upstreams[i] == NULL)
+            continue;
+        open_upstream(out, name, upstream_name(s->upstreams[i]));
+        evbuffer_add_printf(out, "} %" PRIu64 "\n", get(s->upstreams[i]));
+    }
+}
+
+static uint64_t get_queue_depth(const struct upstream *u)
+{
+    return dispatch_queue_len(upstream_dispatch(u));
+}
+static uint64_t get_queue_cap(const struct upstream *u)
+{
+    return dispatch_queue_cap(upstream_dispatch(u));
+}
+static uint64_t get_in_flight(const struct upstream *u)
+{
+    return dispatch_in_flight(upstream_dispatch(u));
+}
+static uint64_t get_max_in_flight(const struct upstream *u)
+{
+    return upstream_conf(u)->max_in_flight;
+}
+
+void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out)
+{
+    uint64_t now = clock_now_ns();
+    size_t i, j;
+
+    family(out, "sluice_requests_total", "counter",
+           "Finished requests by upstream, route, status and reason (ok or Sluice-Reason).");
+    for (i = 0; i < m->nreqs; i++) {
+        const struct req_series *e = &m->reqs[i];
+        open_upstream(out, "sluice_requests_total", e->upstream);
+        evbuffer_add(out, ",route=\"", 8);
+        add_escaped(out, e->route);
+        evbuffer_add_printf(out, "\",status=\"%d\",reason=\"", e->status);
+        add_escaped(out, e->reason);
+        evbuffer_add_printf(out, "\"} %" PRIu64 "\n", e->count);
+    }
+
+    family(out, "sluice_rejections_total", "counter",
+           "Requests answered 503 before reaching the upstream, by reason.");
+    for (i = 0; i < s->nupstreams; i++) {
+        const char *un;
+        const struct up_series *us;
+        if (s->upstreams[i] == NULL)
+            continue;
+        un = upstream_name(s->upstreams[i]);
+        us = up_find(m, un, hash_name(un));
+        for (j = 0; j < NREJECTIONS; j++) {
+            open_upstream(out, "sluice_rejections_total", un);
+            evbuffer_add_printf(out, ",reason=\"%s\"} %" PRIu64 "\n", rejection_reasons[j],
+                                us ? us->rejections[j] : 0);
+        }
+    }
+    for (i = 0; i < m->nups; i++) {
+        const struct up_series *us = &m->ups[i];
+        if (configured(s, us->name))
+            continue;
+        for (j = 0; j < NREJECTIONS; j++) {
+            if (us->rejections[j] == 0)
+                continue;
+            open_upstream(out, "sluice_rejections_total", us->name);
+            evbuffer_add_printf(out, ",reason=\"%s\"} %" PRIu64 "\n", rejection_reasons[j],
+                                us->rejections[j]);
+        }
+    }
+
+    family(out, "sluice_queue_wait_seconds", "histogram",
+           "Time requests spent queued, whether released or not.");
+    render_histograms(m, s, out, "sluice_queue_wait_seconds", 0);
+    family(out, "sluice_upstream_latency_seconds", "histogram",
+           "Time from sending a request upstream to its response headers.");
+    render_histograms(m, s, out, "sluice_upstream_latency_seconds", 1);
+
+    render_gauge_u(out, s, "sluice_queue_depth", "gauge", "Requests waiting in the queue now.",
+                   get_queue_depth);
+    render_gauge_u(out, s, "sluice_queue_capacity", "gauge", "Configured queue size.",
+                   get_queue_cap);
+    render_gauge_u(out, s, "sluice_in_flight", "gauge", "Requests at the upstream now.",
+                   get_in_flight);
+    render_gauge_u(out, s, "sluice_max_in_flight", "gauge", "Configured max_in_flight.",
+                   get_max_in_flight);
+
+    family(out, "sluice_tokens_available", "gauge",
+           "Tokens in each limit's bucket now (limit: its rate as configured).");
+    for (i = 0; i < s->nupstreams; i++) {
+        const struct upstream *u = s->upstreams[i];
+        const struct conf_upstream *cu;
+        const struct dispatch *d;
+        char label[64];
+        if (u == NULL)
+            continue;
+        cu = upstream_conf(u);
+        d = upstream_dispatch(u);
+        for (j = 0; j < cu->nlimits && j < dispatch_nlimits(d); j++) {
+            limit_label(cu, j, label, sizeof(label));
+            open_upstream(out, "sluice_tokens_available", upstream_name(u));
+            evbuffer_add(out, ",limit=\"", 8);
+            add_escaped(out, label);
+            evbuffer_add(out, "\"} ", 3);
+            add_double(out, dispatch_tokens(d, j, now));
+            evbuffer_add(out, "\n", 1);
+        }
+    }
+
+    family(out, "sluice_config_reloads_total", "counter",
+           "Configuration loads by result (start-up counts as ok).");
+    evbuffer_add_printf(out, "sluice_config_reloads_total{result=\"ok\"} %" PRIu64 "\n",
+                        m->reloads_ok);
+    evbuffer_add_printf(out, "sluice_config_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+                        m->reloads_failed);
+    family(out, "sluice_config_last_reload_timestamp_seconds", "gauge",
+           "Unix time the serving configuration was loaded.");
+    evbuffer_add_printf(out, "sluice_config_last_reload_timestamp_seconds %" PRId64 "\n",
+                        m->last_reload_unix);
+    family(out, "sluice_config_last_reload_success", "gauge",
+           "1 when the last load attempt succeeded, else 0.");
+    evbuffer_add_printf(out, "sluice_config_last_reload_success %d\n", m->last_reload_ok);
+
+    family(out, "sluice_client_connections", "gauge", "Open client connections (proxy listeners).");
+    evbuffer_add_printf(out, "sluice_client_connections %zu\n",
+                        s->frontend ? frontend_connections(s->frontend) : (size_t)0);
+    family(out, "sluice_draining", "gauge", "1 while draining or stopping, else 0.");
+    evbuffer_add_printf(out, "sluice_draining %d\n", server_is_draining(s) ? 1 : 0);
+}

@@ -16,8 +16,17 @@
  *   sluice_tokens_available{upstream,limit}                  gauge (limit = "10/s" as configured)
  *   sluice_config_reloads_total{result="ok|failed"}          counter
  *   sluice_config_last_reload_timestamp_seconds              gauge (unix time, start counts)
+ *   sluice_config_last_reload_success                        gauge 0/1 (last attempt)
  *   sluice_client_connections                                gauge
  *   sluice_draining                                          gauge 0/1
+ *
+ * Labels: upstream and route are "" for a request that never got one (404 no_route,
+ * 503 shutdown while draining). limit is the limit's rate in the unit that shows it
+ * exactly: "10/s", "0.5/s", "100/m", "5000/h" (the same rate as written, maybe in another
+ * unit: 30/m shows as "0.5/s"); a second limit with the same rate gets "#N" appended (its
+ * 1-based position). Histogram buckets (seconds): 0.001 0.005 0.01 0.025 0.05 0.1 0.25
+ * 0.5 1 2.5 5 10 30 60 +Inf. Series per configured upstream exist from start-up (zero);
+ * sluice_requests_total series appear when their label set is first seen.
  */
 #ifndef SLUICE_PROXY_METRICS_H
 #define SLUICE_PROXY_METRICS_H
