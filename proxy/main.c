@@ -19,9 +19,12 @@
 #include <string.h>
 
 #include "conf/conf.h"
+#include "proxy/accesslog.h"
+#include "proxy/admin.h"
 #include "proxy/clock.h"
 #include "proxy/frontend.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
@@ -45,7 +48,7 @@ static void usage(FILE *out)
             "  -t       check the configuration and exit (0 valid, 1 invalid)\n"
             "  -v       print the version and exit\n"
             "  -h       print this help and exit\n"
-            "signals: TERM/INT drain and exit\n");
+            "signals: TERM/INT drain and exit, USR1 reopen the access log\n");
 }
 
 static struct timeval ms_to_tv(uint64_t ms)
@@ -127,6 +130,17 @@ static void shutdown_signal_cb(evutil_socket_t sig, short what, void *arg)
     server_check_idle(s);
 }
 
+/* SIGUSR1: logrotate moved the access log; write to a new file at the same path. */
+static void reopen_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+
+    if (s->access == NULL)
+        return;
+    if (accesslog_reopen(s->access) == 0)
+        log_info("signal %d: access log reopened", (int)sig);
+}
+
 static enum log_level to_log_level(enum conf_log_level l)
 {
     switch (l) {
@@ -162,6 +176,19 @@ static struct event_base *base_new(void)
 static int server_start(struct server *s)
 {
     size_t i;
+    char err[1024];
+
+    s->metrics = metrics_new();
+    if (s->metrics == NULL)
+        return -1;
+    metrics_config_loaded(s->metrics, 1, (int64_t)time(NULL));
+    if (s->conf->access_log.enabled) {
+        s->access = accesslog_open(&s->conf->access_log, err, sizeof(err));
+        if (s->access == NULL) {
+            log_error("%s: %s", s->conf->path, err);
+            return -1;
+        }
+    }
 
     s->nupstreams = s->conf->nupstreams;
     s->upstreams = calloc(s->nupstreams ? s->nupstreams : 1, sizeof(*s->upstreams));
@@ -180,19 +207,33 @@ static int server_start(struct server *s)
     if (s->router == NULL)
         return -1;
     s->frontend = frontend_new(s);
-    return s->frontend == NULL ? -1 : 0;
+    if (s->frontend == NULL)
+        return -1;
+    if (s->conf->admin.enabled) {
+        s->admin = admin_new(s, &s->conf->admin);
+        if (s->admin == NULL)
+            return -1;
+    }
+    return 0;
 }
 
 static void server_stop(struct server *s)
 {
     size_t i;
 
+    admin_free(s->admin);
+    s->admin = NULL;
     /* Closing client connections first: nothing may call into an upstream after. */
     frontend_free(s->frontend);
     for (i = 0; i < s->nupstreams && s->upstreams != NULL; i++)
         upstream_free(s->upstreams[i]);
     free(s->upstreams);
     router_free(s->router);
+    /* Last: freeing requests above still reports them. */
+    accesslog_close(s->access);
+    s->access = NULL;
+    metrics_free(s->metrics);
+    s->metrics = NULL;
 }
 
 int main(int argc, char **argv)
@@ -201,7 +242,7 @@ int main(int argc, char **argv)
     int check_only = 0, opt, rc = 1;
     char err[1024];
     struct server s;
-    struct event *sig_term = NULL, *sig_int = NULL;
+    struct event *sig_term = NULL, *sig_int = NULL, *sig_usr1 = NULL;
 
     memset(&s, 0, sizeof(s));
     while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
@@ -253,9 +294,11 @@ int main(int argc, char **argv)
     s.grace_timer = evtimer_new(s.base, grace_cb, &s);
     sig_term = evsignal_new(s.base, SIGTERM, shutdown_signal_cb, &s);
     sig_int = evsignal_new(s.base, SIGINT, shutdown_signal_cb, &s);
+    sig_usr1 = evsignal_new(s.base, SIGUSR1, reopen_signal_cb, &s);
     if (s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL ||
-        s.grace_timer == NULL || sig_term == NULL || sig_int == NULL ||
-        evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0) {
+        s.grace_timer == NULL || sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
+        evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
+        evsignal_add(sig_usr1, NULL) != 0) {
         log_error("cannot set up the event loop");
         goto out;
     }
@@ -272,6 +315,8 @@ out:
         event_free(sig_term);
     if (sig_int != NULL)
         event_free(sig_int);
+    if (sig_usr1 != NULL)
+        event_free(sig_usr1);
     if (s.drain_timer != NULL)
         event_free(s.drain_timer);
     if (s.stop_check != NULL)

@@ -386,7 +386,7 @@ static void add_double(struct evbuffer *out, double v)
     else if (isinf(v))
         evbuffer_add_printf(out, v > 0 ? "+Inf" : "-Inf");
     else
-        evbuffer_add_printf(out, "%.17g", v);
+        evbuffer_add_printf(out, "%.10g", v);
 }
 
 static void render_histogram(struct evbuffer *out, const char *name, const char *upstream,
