@@ -22,6 +22,8 @@
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -36,16 +38,17 @@
 
 struct listener {
     struct frontend *frontend;
-    const struct conf_listen *conf;
+    const struct conf_listen *conf;    /* in the serving config; NULL once retired */
     struct tls_ctx *tls;               /* TLS listeners: the server context */
     struct evhttp *http;
     struct evhttp_bound_socket *bound; /* NULL once closed */
+    struct listener *next;
 };
 
 struct frontend {
     struct server *server;
-    struct listener *listeners;
-    size_t nlisteners;
+    struct listener *listeners;  /* serving, in config order */
+    struct listener *retired;    /* closed by a reload; their connections finish, freed at exit */
     size_t connections;          /* open client connections */
     int paused;                  /* accepting stopped at max_connections */
     struct bufferevent **pending; /* new connections awaiting their close callback */
@@ -55,17 +58,17 @@ struct frontend {
 
 static void set_accepting(struct frontend *f, int on)
 {
-    size_t i;
+    struct listener *l;
 
-    for (i = 0; i < f->nlisteners; i++) {
-        struct evconnlistener *l;
-        if (f->listeners[i].bound == NULL)
+    for (l = f->listeners; l != NULL; l = l->next) {
+        struct evconnlistener *el;
+        if (l->bound == NULL)
             continue;
-        l = evhttp_bound_socket_get_listener(f->listeners[i].bound);
+        el = evhttp_bound_socket_get_listener(l->bound);
         if (on)
-            evconnlistener_enable(l);
+            evconnlistener_enable(el);
         else
-            evconnlistener_disable(l);
+            evconnlistener_disable(el);
     }
 }
 
@@ -209,57 +212,111 @@ static void request_cb(struct evhttp_request *req, void *arg)
     upstream_submit(r->upstream, r);
 }
 
+/* Client limits and timeouts from the config, applied to one evhttp (at start and on
+ * reload, so kept listeners follow the new values). */
+static void listener_apply_limits(struct listener *l, const struct conf *c)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(c->client.timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)((c->client.timeout_ms % 1000) * 1000);
+    /* evhttp's own header limit is a memory bound; the exact limit is checked in
+     * request_cb so that it can answer 431 rather than evhttp's 413. */
+    evhttp_set_max_headers_size(l->http, (ev_ssize_t)c->client.max_header_size * 4);
+    evhttp_set_max_body_size(l->http, (ev_ssize_t)c->client.max_body_size);
+    evhttp_set_timeout_tv(l->http, &tv);
+}
+
+static void listener_free(struct listener *l)
+{
+    if (l == NULL)
+        return;
+    if (l->http != NULL)
+        evhttp_free(l->http);
+    tls_ctx_free(l->tls);
+    free(l);
+}
+
+/* A new listener for `cl`, bound. NULL with the reason in err. */
+static struct listener *listener_new(struct frontend *f, const struct conf *c,
+                                     const struct conf_listen *cl, char *err, size_t errlen)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->frontend = f;
+    l->conf = cl;
+    if (cl->tls.enabled && (l->tls = tls_server_new(c, cl, err, errlen)) == NULL)
+        goto fail;
+    l->http = evhttp_new(f->server->base);
+    if (l->http == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    listener_apply_limits(l, c);
+    evhttp_set_default_content_type(l->http, NULL);
+    evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(l->http, request_cb, l);
+    evhttp_set_bevcb(l->http, bev_cb, l);
+    l->bound = evhttp_bind_socket_with_handle(l->http, cl->host, cl->port);
+    if (l->bound == NULL) {
+        snprintf(err, errlen, "%s:%u:%u: listen %s: cannot bind: %s", c->path, cl->mark.line,
+                 cl->mark.col, cl->address, strerror(errno));
+        goto fail;
+    }
+    if (f->paused)
+        evconnlistener_disable(evhttp_bound_socket_get_listener(l->bound));
+    return l;
+fail:
+    listener_free(l);
+    return NULL;
+}
+
+static void listener_close(struct listener *l)
+{
+    if (l->bound != NULL) {
+        evhttp_del_accept_socket(l->http, l->bound);
+        l->bound = NULL;
+    }
+}
+
+/* Same socket? (Same address and port, and TLS or not.) */
+static int listener_same(const struct conf_listen *a, const struct conf_listen *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0 &&
+           a->tls.enabled == b->tls.enabled;
+}
+
 struct frontend *frontend_new(struct server *s)
 {
     struct frontend *f = calloc(1, sizeof(*f));
     const struct conf *c = s->conf;
-    struct timeval tv;
+    struct listener **tail;
+    char err[512];
     size_t i;
 
     if (f == NULL)
         return NULL;
     f->server = s;
-    f->listeners = calloc(c->nlisten, sizeof(*f->listeners));
     f->pending_ev = event_new(s->base, -1, 0, pending_cb, f);
-    if (f->listeners == NULL || f->pending_ev == NULL)
+    if (f->pending_ev == NULL)
         goto fail;
     event_priority_set(f->pending_ev, 0);
-    tv.tv_sec = (time_t)(c->client.timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((c->client.timeout_ms % 1000) * 1000);
+    tail = &f->listeners;
     for (i = 0; i < c->nlisten; i++) {
-        struct listener *l = &f->listeners[i];
-        l->frontend = f;
-        l->conf = &c->listen[i];
-        l->http = evhttp_new(s->base);
-        if (l->http == NULL)
-            goto fail;
-        f->nlisteners++;
-        /* evhttp's own header limit is a memory bound; the exact limit is checked in
-         * request_cb so that it can answer 431 rather than evhttp's 413. */
-        evhttp_set_max_headers_size(l->http, (ev_ssize_t)c->client.max_header_size * 4);
-        evhttp_set_max_body_size(l->http, (ev_ssize_t)c->client.max_body_size);
-        evhttp_set_timeout_tv(l->http, &tv);
-        evhttp_set_default_content_type(l->http, NULL);
-        evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-        evhttp_set_gencb(l->http, request_cb, l);
-        if (l->conf->tls.enabled) {
-            char err[512];
-            l->tls = tls_server_new(c, l->conf, err, sizeof(err));
-            if (l->tls == NULL) {
-                log_error("%s", err);
-                goto fail;
-            }
-        }
-        evhttp_set_bevcb(l->http, bev_cb, l);
-        l->bound = evhttp_bind_socket_with_handle(l->http, l->conf->host, l->conf->port);
-        if (l->bound == NULL) {
-            log_error("%s:%u:%u: listen %s: cannot bind: %m", c->path, l->conf->mark.line,
-                      l->conf->mark.col, l->conf->address);
+        struct listener *l = listener_new(f, c, &c->listen[i], err, sizeof(err));
+        if (l == NULL) {
+            log_error("%s", err);
             goto fail;
         }
-        log_info("listening on %s", l->conf->address);
+        *tail = l;
+        tail = &l->next;
+        log_info("listening on %s%s", l->conf->address, l->tls ? " (TLS)" : "");
     }
     return f;
 fail:
@@ -267,29 +324,102 @@ fail:
     return NULL;
 }
 
-void frontend_stop_accepting(struct frontend *f)
+int frontend_reconfigure(struct frontend *f, const struct conf *c, char *err, size_t errlen)
 {
+    struct listener **built = calloc(c->nlisten ? c->nlisten : 1, sizeof(*built));
+    struct tls_ctx **certs = calloc(c->nlisten ? c->nlisten : 1, sizeof(*certs));
+    struct listener *l, *next, **tail;
     size_t i;
 
-    for (i = 0; i < f->nlisteners; i++) {
-        if (f->listeners[i].bound != NULL) {
-            evhttp_del_accept_socket(f->listeners[i].http, f->listeners[i].bound);
-            f->listeners[i].bound = NULL;
-        }
+    if (built == NULL || certs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(built);
+        free(certs);
+        return -1;
     }
+    /* Prepare everything that can fail (binds, certificates) before changing anything. */
+    for (i = 0; i < c->nlisten; i++) {
+        const struct conf_listen *cl = &c->listen[i];
+        for (l = f->listeners; l != NULL; l = l->next)
+            if (listener_same(l->conf, cl))
+                break;
+        if (l != NULL) {
+            /* Kept: the certificate and key are read again, so a renewed pair takes
+             * effect on reload; connections already open keep their session. */
+            if (cl->tls.enabled && (certs[i] = tls_server_new(c, cl, err, errlen)) == NULL)
+                goto rollback;
+            continue;
+        }
+        if ((built[i] = listener_new(f, c, cl, err, errlen)) == NULL)
+            goto rollback;
+    }
+    /* Commit: the new list in config order; listeners no longer configured retire. */
+    for (i = 0; i < c->nlisten; i++) {
+        const struct conf_listen *cl = &c->listen[i];
+        if (built[i] != NULL)
+            continue;
+        for (tail = &f->listeners; *tail != NULL; tail = &(*tail)->next)
+            if (listener_same((*tail)->conf, cl))
+                break;
+        l = *tail;
+        *tail = l->next;
+        l->conf = cl;
+        if (certs[i] != NULL) {
+            tls_ctx_free(l->tls);
+            l->tls = certs[i];
+        }
+        listener_apply_limits(l, c);
+        built[i] = l;
+    }
+    for (l = f->listeners; l != NULL; l = next) {
+        next = l->next;
+        log_info("listener %s removed by reload: closed", l->conf->address);
+        listener_close(l);
+        l->conf = NULL;
+        l->next = f->retired;
+        f->retired = l;
+    }
+    tail = &f->listeners;
+    for (i = 0; i < c->nlisten; i++) {
+        *tail = built[i];
+        built[i]->next = NULL;
+        tail = &built[i]->next;
+    }
+    free(built);
+    free(certs);
+    return 0;
+rollback:
+    for (i = 0; i < c->nlisten; i++) {
+        listener_free(built[i]);
+        tls_ctx_free(certs[i]);
+    }
+    free(built);
+    free(certs);
+    return -1;
+}
+
+void frontend_stop_accepting(struct frontend *f)
+{
+    struct listener *l;
+
+    for (l = f->listeners; l != NULL; l = l->next)
+        listener_close(l);
 }
 
 void frontend_free(struct frontend *f)
 {
-    size_t i;
+    struct listener *l, *next;
 
     if (f == NULL)
         return;
-    for (i = 0; i < f->nlisteners; i++) {
-        evhttp_free(f->listeners[i].http);
-        tls_ctx_free(f->listeners[i].tls);
+    for (l = f->listeners; l != NULL; l = next) {
+        next = l->next;
+        listener_free(l);
     }
-    free(f->listeners);
+    for (l = f->retired; l != NULL; l = next) {
+        next = l->next;
+        listener_free(l);
+    }
     if (f->pending_ev != NULL)
         event_free(f->pending_ev);
     free(f->pending);

@@ -13,9 +13,17 @@
 
 struct server;
 struct frontend;
+struct conf;
 
 /* Bind every listener of s->conf. Returns NULL (logged) when a listener cannot bind. */
 struct frontend *frontend_new(struct server *s);
+
+/* Match the listeners to config `c` (which must stay alive while it serves): bind the
+ * new ones, re-read certificates of kept TLS listeners, apply client limits, close the
+ * ones no longer configured (their open connections finish). All or nothing: on
+ * failure nothing changed and err says why (FILE:LINE:COL for a bind). */
+int frontend_reconfigure(struct frontend *f, const struct conf *c, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Close the listening sockets (drain): no new connection is accepted. Open client
  * connections stay until their requests are answered. */
