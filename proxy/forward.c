@@ -272,6 +272,11 @@ static void done_cb(struct evhttp_request *in, void *arg)
 
     r->outgoing = NULL;
     r->conn = NULL;
+    if (code == 0 && err < 0 && r->tls_reason == NULL && upstream_is_tls(u) && conn != NULL)
+        /* evhttp reports a connection reset right after the handshake (a TLS 1.3 server
+         * refusing our certificate) as a connect failure, without the error callback. */
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(conn), r->tls_why,
+                                    sizeof(r->tls_why));
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
          * connect failures and connect timeouts by calling us without an error). */

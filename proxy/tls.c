@@ -236,24 +236,31 @@ struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base)
 const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen)
 {
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
-    unsigned long e;
+    unsigned long e, more;
     long vr;
 
-    if (ssl == NULL || SSL_is_init_finished(ssl))
+    /* No handshake ever started: the TCP connection failed, not TLS. */
+    if (ssl == NULL || SSL_in_before(ssl))
         return NULL;
     vr = SSL_get_verify_result(ssl);
     e = bufferevent_get_openssl_error(bev);
-    while (bufferevent_get_openssl_error(bev) != 0)
+    while ((more = bufferevent_get_openssl_error(bev)) != 0)
         ; /* drop the rest: the first error is the cause */
     if (vr != X509_V_OK) {
         snprintf(why, whylen, "certificate verification failed: %s",
                  X509_verify_cert_error_string(vr));
         return "tls_verify_failed";
     }
+    /* An alert counts even when our side had finished: in TLS 1.3 the server refuses a
+     * client certificate only after the client considers the handshake done. */
     if (e != 0) {
         char buf[256];
         ERR_error_string_n(e, buf, sizeof(buf));
         snprintf(why, whylen, "TLS handshake failed: %s", buf);
+        return "tls_handshake_failed";
+    }
+    if (!SSL_is_init_finished(ssl)) {
+        snprintf(why, whylen, "TLS handshake failed: the connection closed during the handshake");
         return "tls_handshake_failed";
     }
     return NULL;

@@ -43,9 +43,10 @@ struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base);
 /* A new bufferevent for an accepted client connection on a TLS listener. */
 struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base);
 
-/* After a failure on a TLS bufferevent: NULL when the handshake had completed (the
- * failure is not TLS's), else a Sluice-Reason ("tls_verify_failed" or
- * "tls_handshake_failed") with a human-readable cause in `why`. */
+/* After a request got no answer on a TLS bufferevent: a Sluice-Reason
+ * ("tls_verify_failed" or "tls_handshake_failed") with a human-readable cause in `why`
+ * when TLS is to blame (verification failed, an alert or OpenSSL error was recorded, or
+ * the handshake never finished), else NULL (e.g. the TCP connect itself failed). */
 const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen);
 
 #endif
