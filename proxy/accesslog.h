@@ -6,6 +6,9 @@
  *   json: {"time":"2026-11-23T23:40:01.123Z","req":12,"client":"127.0.0.1","method":"GET",
  *          "target":"/api/x?y=1","status":200,"bytes":512,"route":"/api/","upstream":"api",
  *          "reason":"ok","queue_ms":480,"upstream_ms":12,"user_agent":"curl/7.88.1"}
+ * A value that does not apply (no route, never queued, no user agent) is "-" in text and
+ * null in JSON. Client-supplied bytes are escaped: \xHH in text for '"', '\\', controls
+ * and non-ASCII; JSON keeps valid UTF-8 and writes any other byte as \u00HH.
  * Owned by the server; reopened on SIGUSR1 (logrotate) and replaced on reload when its
  * settings change. Lines are written with one write(2) each (O_APPEND).
  */
