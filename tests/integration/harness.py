@@ -922,22 +922,28 @@ def queue_wait_ms(resp):
 # --------------------------------------------------------------------------- raw clients
 
 def server_has_read(sock, server_port):
-    """True when the server side of the connection `sock` exists and has read every byte
-    sent on it (its receive queue in /proc/net/tcp is empty). sluice handles a request in
-    the callback that reads it, so this is how a test knows a request is queued."""
-    cport = sock.getsockname()[1]
+    """True when the server side of the connection `sock` has read every byte sent on it
+    (its receive queue in /proc/net/tcp is empty). sluice handles a request in the
+    callback that reads it, so this is how a test knows a request is queued."""
+    key = "0100007F:%04X 0100007F:%04X " % (server_port, sock.getsockname()[1])
     with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            lport = int(parts[1].split(":")[1], 16)
-            rport = int(parts[2].split(":")[1], 16)
-            if lport == server_port and rport == cport:
-                # any state: a server that answered and closed has read it too
-                return int(parts[4].split(":")[1], 16) == 0
-    # the server side exists from the handshake on (even before accept), so no entry
-    # means it is closed and gone: handled
-    return True
+        text = f.read()
+    i = text.find(key)
+    if i < 0:
+        # the server side exists from the handshake on (even before accept), so no entry
+        # means it is closed and gone: handled
+        return True
+    # "local remote st tx_queue:rx_queue": any state, since a server that answered and
+    # closed has read it too
+    fields = text[i:text.find("\n", i)].split()
+    return int(fields[3].split(":")[1], 16) == 0
+
+
+def wait_all_read(clients, timeout=5.0):
+    """Wait until sluice has read the request of every RawClient in clients."""
+    wait_until(lambda: all(server_has_read(c.sock, c.port) for c in clients), timeout,
+               interval=0.002, what="sluice to read %d requests" % len(clients))
+    return clients
 
 
 class RawClient:
@@ -964,7 +970,7 @@ class RawClient:
         return self
 
     def wait_read(self, timeout=5.0):
-        wait_until(lambda: server_has_read(self.sock, self.port), timeout,
+        wait_until(lambda: server_has_read(self.sock, self.port), timeout, interval=0.002,
                    what="sluice to read the request")
         return self
 

@@ -152,3 +152,18 @@ def test_slow_reader_memory_stays_bounded(upstream, start_sluice):
     r = harness.http_request(s.port, "GET", "/api/stream?bytes=%d" % (64 * MiB), timeout=60)
     assert r.status == 200
     assert hashlib.sha256(r.body).hexdigest() == harness.pattern_sha256(64 * MiB)
+
+
+def test_bodies_held_in_queue_arrive_intact(upstream, start_sluice):
+    """POST bodies wait in the queue with their request (rate 4/s) and each reaches the
+    upstream intact and with its own request."""
+    s = start_sluice(upstream.url, rate="4/s", burst=1)
+    bodies = [harness.pattern_bytes(200000 + 1000 * i)[::-1] for i in range(4)]
+    reqs = [("POST", "/api/q?i=%d" % i, (), b) for i, b in enumerate(bodies)]
+    results = harness.run_concurrent(s.port, reqs, timeout=20)
+    for i, (r, e, _) in enumerate(results):
+        assert r is not None and r.status == 200, (i, r, e)
+        got = r.json()
+        assert got["target"] == "/q?i=%d" % i
+        assert got["body_sha256"] == hashlib.sha256(bodies[i]).hexdigest()
+    assert max(harness.queue_wait_ms(r) for r, _, _ in results) >= 600

@@ -33,8 +33,8 @@ def test_drain_releases_queue_at_rate(upstream, start_sluice):
     released at 5/s and answered 200, then the process exits 0."""
     n = 10
     s = start_sluice(upstream.url, rate="5/s", burst=1, max_wait="20s", drain_timeout="20s")
-    clients = [harness.RawClient(s.port).send("/api/drain?i=%d" % i).wait_read()
-               for i in range(n)]
+    clients = [harness.RawClient(s.port).send("/api/drain?i=%d" % i) for i in range(n)]
+    harness.wait_all_read(clients)
     try:
         t_term = time.monotonic()
         s.send_signal(signal.SIGTERM)
@@ -63,6 +63,7 @@ def test_drain_timeout_answers_rest_with_shutdown(upstream, start_sluice):
     503 shutdown at ~1 s after SIGTERM, and the process exits 0."""
     n = 12
     s = start_sluice(upstream.url, rate="2/s", burst=1, max_wait="30s", drain_timeout="1s")
+    # one at a time, so the queue order is known (FIFO is asserted below)
     clients = [harness.RawClient(s.port).send("/api/dt?i=%d" % i).wait_read()
                for i in range(n)]
     ok, shut = [], []
@@ -103,16 +104,19 @@ def test_sigterm_waits_for_in_flight_request(upstream, start_sluice):
 
 
 def test_disconnect_while_queued(upstream, start_sluice):
-    """rate 2/s burst 1: A goes at once; B, C, D queue; B and C hang up. They never reach
-    the upstream and took no token: D arrives ~0.5 s after A, not ~1.5 s."""
-    s = start_sluice(upstream.url, rate="2/s", burst=1, max_wait="10s")
+    """rate 0.5/s burst 1: A goes at once; B, C, D queue; B and C hang up. They never reach
+    the upstream and took no token: D arrives ~2 s after A, not ~6 s. (A slow rate leaves
+    the test time to queue and hang up before the next token, even on a loaded machine.)"""
+    s = start_sluice(upstream.url, rate="0.5/s", burst=1, max_wait="20s")
     a = harness.RawClient(s.port).send("/api/a")
     upstream.wait_for(1)
-    b = harness.RawClient(s.port).send("/api/b").wait_read()
-    c = harness.RawClient(s.port).send("/api/c").wait_read()
-    d = harness.RawClient(s.port).send("/api/d").wait_read()
+    b = harness.RawClient(s.port).send("/api/b")
+    c = harness.RawClient(s.port).send("/api/c")
+    harness.wait_all_read([b, c])
+    d = harness.RawClient(s.port).send("/api/d").wait_read()  # queued behind B and C
     b.close()
     c.close()
+    t_closed = time.monotonic()
     try:
         assert a.response().status == 200
         r = d.response()
@@ -121,36 +125,35 @@ def test_disconnect_while_queued(upstream, start_sluice):
         a.close()
         d.close()
     reqs = upstream.requests
+    assert t_closed - reqs[0].t < 1.6, "test too slow: B was due before it hung up"
     assert [q.target for q in reqs] == ["/a", "/d"], reqs
     gap = reqs[1].t - reqs[0].t
-    assert 0.4 <= gap <= 0.9, "D arrived %.3f s after A; want ~0.5 (not ~1.5)" % gap
-    # and the daemon keeps releasing on schedule afterwards
-    results = harness.run_concurrent(s.port, ["/api/e?i=%d" % i for i in range(3)])
-    assert all(r is not None and r.status == 200 for r, _, _ in results), results
-    times = [q.t for q in upstream.wait_for(5)]
-    harness.assert_rate(times, 2, 1, windows=(0.5, 1.0, 2.0))
+    assert 1.85 <= gap <= 2.8, "D arrived %.3f s after A; want ~2 (not ~6)" % gap
 
 
 def test_many_disconnects_while_queued(upstream, start_sluice):
-    """20 clients queue at 5/s and all hang up: none reaches the upstream, and the next
-    request goes at once (the queue is empty, the bucket has refilled)."""
-    s = start_sluice(upstream.url, rate="5/s", burst=1, max_wait="10s")
+    """10 clients queue behind one release at 0.5/s and all hang up: none reaches the
+    upstream, and the next request goes when the next token is due (~2 s after the
+    first), not after the ten that left."""
+    s = start_sluice(upstream.url, rate="0.5/s", burst=1, max_wait="30s")
     first = harness.RawClient(s.port).send("/api/first")
     upstream.wait_for(1)
-    clients = [harness.RawClient(s.port).send("/api/gone?i=%d" % i).wait_read()
-               for i in range(20)]
+    clients = [harness.RawClient(s.port).send("/api/gone?i=%d" % i) for i in range(10)]
+    harness.wait_all_read(clients)
     for cl in clients:
         cl.close()
+    t_closed = time.monotonic()
     try:
         assert first.response().status == 200
     finally:
         first.close()
-    t0 = time.monotonic()
     r = harness.http_request(s.port, "GET", "/api/next")
-    took = time.monotonic() - t0
     assert r.status == 200, r
-    assert took < 0.5, "queue should be empty after the hang-ups, waited %.3f s" % took
-    assert [q.target for q in upstream.requests] == ["/first", "/next"]
+    reqs = upstream.requests
+    assert t_closed - reqs[0].t < 1.6, "test too slow: a client was due before it hung up"
+    assert [q.target for q in reqs] == ["/first", "/next"]
+    gap = reqs[1].t - reqs[0].t
+    assert 1.85 <= gap <= 2.8, "/next arrived %.3f s after /first, want ~2" % gap
     assert s.alive()
 
 
