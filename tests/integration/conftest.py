@@ -67,7 +67,8 @@ def sluice_factory(tmp_path):
                 problems.append(str(e))
         bad = harness.sanitizer_report(s.stderr())
         if bad:
-            problems.append("sanitizer report in %s:\n%s" % (s.name, s.stderr()[-6000:]))
+            problems.append("sanitizer report in %s (%s):\n%s"
+                            % (s.name, s.stderr_path, harness.sanitizer_excerpt(s.stderr())))
         elif problems:
             problems.append("%s stderr tail:\n%s" % (s.name, s.stderr()[-3000:]))
     if problems:

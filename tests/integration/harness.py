@@ -565,6 +565,15 @@ def sanitizer_report(text):
     return [line for line in text.splitlines() if any(p in line for p in SANITIZER_PATTERNS)]
 
 
+def sanitizer_excerpt(text, before=1500, after=10000):
+    """The part of a stderr text around its first sanitizer report, for failure messages."""
+    idx = min((text.find(p) for p in SANITIZER_PATTERNS if p in text), default=-1)
+    if idx < 0:
+        return text[-3000:]
+    start = text.rfind("\n", 0, max(0, idx - before)) + 1
+    return text[start:idx + after]
+
+
 def sanitizer_env():
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -677,7 +686,8 @@ class Sluice:
         bad = sanitizer_report(self.stderr())
         if bad:
             raise AssertionError("sanitizer report in %s stderr (%s):\n%s"
-                                 % (self.name, self.stderr_path, self.stderr()[-6000:]))
+                                 % (self.name, self.stderr_path,
+                                    sanitizer_excerpt(self.stderr())))
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.pid) as f:
@@ -695,7 +705,7 @@ def run_cli(args, timeout=DEFAULT_TIMEOUT):
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
     bad = sanitizer_report(out + err)
-    assert not bad, "sanitizer report running %s:\n%s" % (args, err[-6000:])
+    assert not bad, "sanitizer report running %s:\n%s" % (args, sanitizer_excerpt(err))
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 

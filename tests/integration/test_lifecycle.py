@@ -208,3 +208,32 @@ def test_concurrent_requests_use_several_connections_then_pool(upstream, start_s
     for i in range(5):
         assert harness.http_request(s.port, "GET", "/api/again?i=%d" % i).status == 200
     assert upstream.connections == opened, "pooled connections should be reused"
+
+
+def test_client_hangs_up_mid_response(upstream, start_sluice):
+    """A client that closes while a large response is being relayed: sluice drops that
+    exchange cleanly (no sanitizer report at exit) and keeps serving."""
+    s = start_sluice(upstream.url)
+    for _ in range(8):
+        with harness.RawClient(s.port) as c:
+            c.send("/api/stream?bytes=%d" % (16 * 1024 * 1024))
+            got = 0
+            while got < 200000:
+                data = c.sock.recv(65536)
+                assert data, "closed early"
+                got += len(data)
+    r = harness.http_request(s.port, "GET", "/api/after")
+    assert r.status == 200, r
+    assert s.alive()
+
+
+def test_client_hangs_up_while_in_flight(upstream, start_sluice):
+    """A client that closes while its request is at a slow upstream: sluice stays up and
+    serves the next request (the sanitizer check at exit covers the cleanup)."""
+    s = start_sluice(upstream.url)
+    with harness.RawClient(s.port) as c:
+        c.send("/api/slow?ms=500")
+        upstream.wait_for(1)
+    r = harness.http_request(s.port, "GET", "/api/after")
+    assert r.status == 200, r
+    assert s.alive()
