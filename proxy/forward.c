@@ -26,6 +26,7 @@
 
 #include "conf/conf.h"
 #include "proxy/clock.h"
+#include "proxy/frontend.h"
 #include "proxy/log.h"
 #include "proxy/request.h"
 #include "proxy/server.h"
@@ -160,6 +161,21 @@ static void copy_request_headers(struct request *r, struct evhttp_request *out)
     }
 }
 
+/* While relaying, evhttp watches the client connection (it reads for close detection
+ * while writing); have its hang-up reach us, or a paused relay would wait forever. */
+static void client_bind(struct request *r, int on)
+{
+    struct evhttp_connection *evcon;
+
+    if (r->client == NULL || r->client_bound == on)
+        return;
+    evcon = evhttp_request_get_connection(r->client);
+    if (evcon == NULL)
+        return;
+    frontend_bind_request(r->server->frontend, evcon, on ? r : NULL);
+    r->client_bound = on;
+}
+
 /* Status and headers have arrived: start the client's answer. */
 static void relay_start(struct request *r, struct evhttp_request *in)
 {
@@ -183,6 +199,7 @@ static void relay_start(struct request *r, struct evhttp_request *in)
     if (server_is_draining(r->server))
         evhttp_add_header(oh, "Connection", "close");
     r->state = REQUEST_RELAYING;
+    client_bind(r, 1);
     evhttp_send_reply_start(r->client, evhttp_request_get_response_code(in),
                             phrase ? phrase : "");
 }
@@ -254,6 +271,7 @@ static void drop_client(struct request *r)
     struct evhttp_connection *evcon;
 
     request_unwatch_client(r);
+    client_bind(r, 0);
     if (r->client == NULL)
         return;
     evcon = evhttp_request_get_connection(r->client);
@@ -314,6 +332,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
         if (evbuffer_get_length(rest) > 0)
             evhttp_send_reply_chunk(r->client, rest);
         request_unwatch_client(r);
+        client_bind(r, 0);
         evhttp_send_reply_end(r->client);
         r->client = NULL;
     }

@@ -86,6 +86,25 @@ static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+/* The connection of a request being relayed went away (evhttp saw the hang-up while
+ * writing): tell the request, then count the connection as closed. */
+static void conn_closed_relaying_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct request *r = arg;
+    struct frontend *f = r->server->frontend;
+
+    request_client_closed(r);
+    conn_closed_cb(evcon, f);
+}
+
+void frontend_bind_request(struct frontend *f, struct evhttp_connection *evcon, struct request *r)
+{
+    if (r != NULL)
+        evhttp_connection_set_closecb(evcon, conn_closed_relaying_cb, r);
+    else
+        evhttp_connection_set_closecb(evcon, conn_closed_cb, f);
+}
+
 static void pending_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct frontend *f = arg;
@@ -158,6 +177,16 @@ static int has_dot_segment(const char *path)
     return 0;
 }
 
+static int header_count(struct evkeyvalq *headers, const char *name)
+{
+    struct evkeyval *h;
+    int n = 0;
+
+    TAILQ_FOREACH(h, headers, next)
+        n += strcasecmp(h->key, name) == 0;
+    return n;
+}
+
 static size_t header_bytes(struct evhttp_request *req)
 {
     struct evkeyval *h;
@@ -194,6 +223,12 @@ static void request_cb(struct evhttp_request *req, void *arg)
     }
     /* evhttp already refuses Content-Length with Transfer-Encoding, duplicate lengths
      * and chunked not last; we also refuse codings we would not forward faithfully. */
+    if (header_count(in, "Content-Length") > 1 || header_count(in, "Transfer-Encoding") > 1) {
+        /* The framing is ambiguous (evhttp used the first): the connection may hold the
+         * rest of a smuggled request, so it is closed after this answer. */
+        request_reply_error(r, 400, "bad_request", 0, "repeated Content-Length or Transfer-Encoding");
+        return;
+    }
     if (te != NULL && strcasecmp(te, "chunked") != 0) {
         request_reply_error(r, 400, "bad_request", 0, "unsupported Transfer-Encoding");
         return;

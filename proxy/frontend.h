@@ -34,4 +34,11 @@ void frontend_free(struct frontend *f);
 
 size_t frontend_connections(const struct frontend *f);
 
+/* While `r` is relaying its answer on client connection `evcon`, a hang-up that evhttp
+ * notices calls request_client_closed(r); pass r = NULL to unbind (before the answer
+ * ends or the connection is freed by us). */
+struct evhttp_connection;
+struct request;
+void frontend_bind_request(struct frontend *f, struct evhttp_connection *evcon, struct request *r);
+
 #endif

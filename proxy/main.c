@@ -25,6 +25,7 @@
 #include "proxy/frontend.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/reload.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
@@ -48,7 +49,7 @@ static void usage(FILE *out)
             "  -t       check the configuration and exit (0 valid, 1 invalid)\n"
             "  -v       print the version and exit\n"
             "  -h       print this help and exit\n"
-            "signals: TERM/INT drain and exit, USR1 reopen the access log\n");
+            "signals: TERM/INT drain and exit, HUP reload the configuration, USR1 reopen the access log\n");
 }
 
 static struct timeval ms_to_tv(uint64_t ms)
@@ -94,7 +95,20 @@ static void flush_queues(struct server *s)
 
     for (i = 0; i < s->nupstreams; i++)
         upstream_flush_queue(s->upstreams[i], "shutdown");
+    for (i = 0; i < s->nretired; i++)
+        upstream_flush_queue(s->retired[i], "shutdown");
 }
+
+/* SIGHUP: load the file again and apply it, or keep serving the old one. */
+static void reload_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+
+    log_info("signal %d: reloading %s", (int)sig, s->conf->path);
+    reload_config(s);
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg) { reload_reap(arg); }
 
 static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -228,6 +242,9 @@ static void server_stop(struct server *s)
     for (i = 0; i < s->nupstreams && s->upstreams != NULL; i++)
         upstream_free(s->upstreams[i]);
     free(s->upstreams);
+    for (i = 0; i < s->nretired; i++)
+        upstream_free(s->retired[i]);
+    free(s->retired);
     router_free(s->router);
     /* Last: freeing requests above still reports them. */
     accesslog_close(s->access);
@@ -242,7 +259,7 @@ int main(int argc, char **argv)
     int check_only = 0, opt, rc = 1;
     char err[1024];
     struct server s;
-    struct event *sig_term = NULL, *sig_int = NULL, *sig_usr1 = NULL;
+    struct event *sig_term = NULL, *sig_int = NULL, *sig_usr1 = NULL, *sig_hup = NULL;
 
     memset(&s, 0, sizeof(s));
     while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
@@ -265,16 +282,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    s.gen = confgen_new(s.conf);
+    if (s.gen == NULL) {
+        fprintf(stderr, "%s: out of memory\n", conf_path);
+        return 1;
+    }
     /* Certificates, keys and CA files are loaded now, so that a bad one is reported
      * with its position before anything starts, by -t as well. */
     if (tls_check_conf(s.conf, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
-        conf_free(s.conf);
+        confgen_release(s.gen);
         return 1;
     }
     if (check_only) {
         printf("%s: configuration ok\n", conf_path);
-        conf_free(s.conf);
+        confgen_release(s.gen);
         return 0;
     }
     log_set_level(to_log_level(s.conf->log_level));
@@ -295,10 +317,13 @@ int main(int argc, char **argv)
     sig_term = evsignal_new(s.base, SIGTERM, shutdown_signal_cb, &s);
     sig_int = evsignal_new(s.base, SIGINT, shutdown_signal_cb, &s);
     sig_usr1 = evsignal_new(s.base, SIGUSR1, reopen_signal_cb, &s);
+    sig_hup = evsignal_new(s.base, SIGHUP, reload_signal_cb, &s);
+    s.reap = event_new(s.base, -1, 0, reap_cb, &s);
     if (s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL ||
         s.grace_timer == NULL || sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
-        evsignal_add(sig_usr1, NULL) != 0) {
+        evsignal_add(sig_usr1, NULL) != 0 || sig_hup == NULL || s.reap == NULL ||
+        evsignal_add(sig_hup, NULL) != 0) {
         log_error("cannot set up the event loop");
         goto out;
     }
@@ -317,6 +342,10 @@ out:
         event_free(sig_int);
     if (sig_usr1 != NULL)
         event_free(sig_usr1);
+    if (sig_hup != NULL)
+        event_free(sig_hup);
+    if (s.reap != NULL)
+        event_free(s.reap);
     if (s.drain_timer != NULL)
         event_free(s.drain_timer);
     if (s.stop_check != NULL)
@@ -327,7 +356,7 @@ out:
         evdns_base_free(s.dns, 0);
     if (s.base != NULL)
         event_base_free(s.base);
-    conf_free(s.conf);
+    confgen_release(s.gen);
     libevent_global_shutdown();
     return rc;
 }

@@ -19,6 +19,7 @@
 #include "proxy/accesslog.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/reload.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
 
@@ -33,6 +34,8 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
         return NULL;
     r->id = ++s->next_request_id;
     r->server = s;
+    r->gen = s->gen;
+    confgen_hold(r->gen);
     r->state = REQUEST_ADMITTING;
     r->client = client;
     r->waiter.data = r;
@@ -100,6 +103,7 @@ void request_free(struct request *r)
     request_report(r);
     free(r->target);
     free(r->user_agent);
+    confgen_release(r->gen);
     free(r);
     s->requests_open--;
     server_check_idle(s);
@@ -221,6 +225,34 @@ static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
         forward_abort(r);
         break;
     case REQUEST_ADMITTING:
+        break;
+    }
+}
+
+void request_client_closed(struct request *r)
+{
+    struct evhttp_request *orphan = r->client;
+
+    log_info("req=%llu route=%s upstream=%s: client closed the connection during the answer",
+             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
+             r->upstream ? upstream_name(r->upstream) : "-");
+    /* evhttp detaches an unfinished request from a failed connection and leaves it to
+     * us; one still attached is freed by evhttp with the connection. */
+    r->client = NULL;
+    r->client_bound = 0;
+    if (orphan != NULL && evhttp_request_get_connection(orphan) == NULL)
+        evhttp_request_free(orphan);
+    switch (r->state) {
+    case REQUEST_QUEUED:
+        upstream_withdraw(r->upstream, r);
+        request_free(r);
+        break;
+    case REQUEST_IN_FLIGHT:
+    case REQUEST_RELAYING:
+        forward_abort(r);
+        break;
+    case REQUEST_ADMITTING:
+        request_free(r);
         break;
     }
 }

@@ -24,6 +24,7 @@ struct event;
 struct server;
 struct upstream;
 struct conf_route;
+struct confgen;
 
 enum request_state {
     REQUEST_ADMITTING,
@@ -37,6 +38,7 @@ struct request {
     struct server *server;
     enum request_state state;
     struct evhttp_request *client;    /* evhttp's; NULL once answered */
+    struct confgen *gen;              /* held: the config `route` points into */
     const struct conf_route *route;   /* NULL before routing */
     struct upstream *upstream;        /* NULL before routing */
     struct waiter waiter;             /* linked while queued; waiter.data == this */
@@ -47,6 +49,7 @@ struct request {
     uint64_t released_ns;             /* when the dispatcher let it go (0: not yet) */
     char client_ip[64];               /* for X-Forwarded-For and logs */
     int client_paused;                /* relaying: upstream reads paused for a slow client */
+    int client_bound;                 /* frontend_bind_request() is in force */
     int upstream_error;               /* evhttp_request_error + 1 from the error callback; 0: none */
     const char *tls_reason;           /* set when the upstream TLS handshake failed */
     char tls_why[200];                /* its cause, for the log and the error body */
@@ -85,6 +88,11 @@ void request_unwatch_client(struct request *r);
 
 /* "GET", "POST"...: the name of an evhttp_cmd_type. */
 const char *request_method_name(int cmd);
+
+/* evhttp is freeing the client connection (the client hung up mid-answer): withdraw
+ * the request from wherever it is and free it. evhttp's request is released here when
+ * evhttp left it to us. */
+void request_client_closed(struct request *r);
 
 /* Milliseconds spent queued (released_ns - arrived_ns, or until now when not released). */
 uint64_t request_queue_wait_ms(const struct request *r);

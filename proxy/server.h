@@ -25,6 +25,7 @@ struct frontend;
 struct metrics;
 struct accesslog;
 struct admin;
+struct confgen;
 
 enum server_state {
     SERVER_RUNNING,
@@ -35,10 +36,14 @@ enum server_state {
 struct server {
     struct event_base *base;
     struct evdns_base *dns;       /* non-blocking name resolution for upstream hosts */
-    struct conf *conf;            /* the config serving now */
+    struct conf *conf;            /* the config serving now: gen->conf */
+    struct confgen *gen;          /* its reference-counted generation (proxy/reload) */
     struct router *router;
     struct upstream **upstreams;  /* indexed like conf->upstreams */
     size_t nupstreams;
+    struct upstream **retired;    /* removed by a reload, draining; freed when idle */
+    size_t nretired;
+    struct event *reap;           /* activated when a retired upstream becomes idle */
     struct frontend *frontend;
     struct metrics *metrics;      /* kept across reloads */
     struct accesslog *access;     /* NULL without access_log */

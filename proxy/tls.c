@@ -216,6 +216,12 @@ struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base)
     return bev;
 }
 
+int tls_bev_uses(const struct tls_ctx *t, struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    return ssl != NULL && SSL_get_SSL_CTX(ssl) == t->ssl;
+}
+
 struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base)
 {
     SSL *ssl = SSL_new(t->ssl);

@@ -40,6 +40,9 @@ int tls_check_conf(const struct conf *c, char *err, size_t errlen);
  * name once evhttp connects it (fd -1 until then). NULL on failure. */
 struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base);
 
+/* Was this TLS bufferevent made from context `t`? */
+int tls_bev_uses(const struct tls_ctx *t, struct bufferevent *bev);
+
 /* A new bufferevent for an accepted client connection on a TLS listener. */
 struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base);
 

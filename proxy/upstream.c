@@ -18,6 +18,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@
 #include "proxy/forward.h"
 #include "proxy/log.h"
 #include "proxy/request.h"
+#include "proxy/reload.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
 
@@ -42,6 +44,15 @@ struct upstream {
     struct evhttp_connection **closing; /* given back but not kept: freed by the next kick */
     size_t nclosing, closing_cap;
     struct upstream_stats stats;
+    struct confgen *retired_gen;       /* retired by a reload: the config `conf` points into */
+};
+
+/* Everything a reload needs to change an upstream, built before anything changes. */
+struct upstream_change {
+    const struct conf_upstream *conf;
+    struct tls_ctx *tls;                /* new client context (https), or NULL */
+    struct evhttp_connection **idle;    /* resized idle array, or NULL when the size is kept */
+    int endpoint_changed;               /* url or TLS settings differ: drop idle connections */
 };
 
 static void upstream_kick(struct upstream *u);
@@ -120,6 +131,7 @@ void upstream_free(struct upstream *u)
         event_free(u->timer);
     dispatch_free(u->dispatch);
     tls_ctx_free(u->tls);
+    confgen_release(u->retired_gen);
     free(u);
 }
 
@@ -227,6 +239,16 @@ void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, i
         u->conns_lent--;
         /* evhttp may still be inside this connection's callback chain: never free it
          * here. A connection we do not keep is freed by the kick that follows. */
+        if (reusable && u->tls != NULL &&
+            !tls_bev_uses(u->tls, evhttp_connection_get_bufferevent(conn)))
+            reusable = 0; /* made with a TLS context a reload replaced */
+        if (reusable) {
+            char *addr = NULL;
+            uint16_t port = 0;
+            evhttp_connection_get_peer(conn, &addr, &port);
+            if (addr == NULL || port != u->conf->port || strcmp(addr, u->conf->host) != 0)
+                reusable = 0; /* leads to an endpoint a reload replaced */
+        }
         if (reusable && u->nidle < u->idle_cap) {
             u->idle[u->nidle++] = conn;
         } else {
@@ -286,6 +308,8 @@ static void upstream_kick(struct upstream *u)
     wake = dispatch_wake_ns(u->dispatch, now);
     if (wake == DISPATCH_NEVER) {
         evtimer_del(u->timer);
+        if (u->retired_gen != NULL && upstream_idle(u) && u->server->reap != NULL)
+            event_active(u->server->reap, EV_TIMEOUT, 1);
         return;
     }
     /* Round up: waking a microsecond early would find no token and spin once more. */
@@ -294,6 +318,136 @@ static void upstream_kick(struct upstream *u)
     tv.tv_usec = (suseconds_t)((wake % NS_PER_SEC) / 1000);
     evtimer_add(u->timer, &tv);
 }
+
+int upstream_idle(const struct upstream *u)
+{
+    return dispatch_queue_len(u->dispatch) == 0 && dispatch_in_flight(u->dispatch) == 0 &&
+           u->conns_lent == 0;
+}
+
+static void fill_change_dispatch(const struct conf_upstream *cu, struct dispatch_limit *limits,
+                                 struct dispatch_config *dc)
+{
+    fill_dispatch_config(cu, limits, dc);
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_endpoint(const struct conf_upstream *a, const struct conf_upstream *b)
+{
+    const struct conf_tls_client *ta = &a->tls, *tb = &b->tls;
+
+    return a->https == b->https && a->port == b->port && strcmp(a->host, b->host) == 0 &&
+           ta->verify == tb->verify && ta->min_version == tb->min_version &&
+           same_str(ta->ca_file, tb->ca_file) && same_str(ta->server_name, tb->server_name) &&
+           same_str(ta->cert, tb->cert) && same_str(ta->key, tb->key);
+}
+
+struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_upstream *cu,
+                                         char *err, size_t errlen)
+{
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_config dc;
+    struct upstream_change *ch = calloc(1, sizeof(*ch));
+    struct dispatch *probe;
+
+    if (ch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ch->conf = cu;
+    /* The dispatcher's reconfigure is all or nothing, but a reload must not fail half
+     * way through committing: prove the new limits valid on a scratch dispatcher now. */
+    fill_change_dispatch(cu, limits, &dc);
+    probe = dispatch_new(&dc, clock_now_ns());
+    if (probe == NULL) {
+        snprintf(err, errlen, "upstreams.%s: limits cannot be represented", cu->name);
+        goto fail;
+    }
+    dispatch_free(probe);
+    ch->endpoint_changed = !same_endpoint(u->conf, cu);
+    /* Certificates are read again on every reload, so renewed files take effect. */
+    if (cu->https && (ch->tls = tls_client_new(u->server->conf, cu, err, errlen)) == NULL)
+        goto fail;
+    if (cu->keepalive != u->idle_cap) {
+        ch->idle = calloc(cu->keepalive ? cu->keepalive : 1, sizeof(*ch->idle));
+        if (ch->idle == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    return ch;
+fail:
+    upstream_change_free(ch);
+    return NULL;
+}
+
+void upstream_change_free(struct upstream_change *ch)
+{
+    if (ch == NULL)
+        return;
+    tls_ctx_free(ch->tls);
+    free(ch->idle);
+    free(ch);
+}
+
+void upstream_commit(struct upstream *u, struct upstream_change *ch)
+{
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_config dc;
+    size_t i, keep;
+
+    fill_change_dispatch(ch->conf, limits, &dc);
+    /* Cannot fail: upstream_prepare proved these limits valid. */
+    if (dispatch_reconfigure(u->dispatch, &dc, clock_now_ns()) != 0)
+        log_error("upstream %s: reconfigure failed unexpectedly; old limits kept", u->conf->name);
+    if (ch->endpoint_changed) {
+        /* Idle connections lead to the old endpoint; in-flight ones are closed when they
+         * come back (upstream_request_done checks). */
+        while (u->nidle > 0)
+            evhttp_connection_free(u->idle[--u->nidle]);
+    }
+    if (ch->idle != NULL) {
+        keep = u->nidle < ch->conf->keepalive ? u->nidle : ch->conf->keepalive;
+        for (i = 0; i < u->nidle; i++) {
+            if (i < keep)
+                ch->idle[i] = u->idle[i];
+            else
+                evhttp_connection_free(u->idle[i]);
+        }
+        free(u->idle);
+        u->idle = ch->idle;
+        u->nidle = keep;
+        u->idle_cap = ch->conf->keepalive;
+        ch->idle = NULL;
+    }
+    if (ch->conf->https) {
+        tls_ctx_free(u->tls);
+        u->tls = ch->tls;
+        ch->tls = NULL;
+    } else {
+        tls_ctx_free(u->tls);
+        u->tls = NULL;
+    }
+    u->conf = ch->conf;
+    upstream_change_free(ch);
+    /* New rates: re-arm the timer for the head's new due time. */
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+void upstream_retire(struct upstream *u, struct confgen *gen)
+{
+    confgen_hold(gen);
+    u->retired_gen = gen;
+    while (u->nidle > 0)
+        evhttp_connection_free(u->idle[--u->nidle]);
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+int upstream_is_retired(const struct upstream *u) { return u->retired_gen != NULL; }
 
 void upstream_flush_queue(struct upstream *u, const char *reason)
 {

@@ -22,6 +22,8 @@ struct conf_upstream;
 struct evhttp_connection;
 struct upstream;
 struct dispatch;
+struct confgen;
+struct upstream_change;
 
 struct upstream_stats {
     uint64_t admitted, released, refused_full, refused_late, expired, withdrawn;
@@ -46,6 +48,25 @@ void upstream_withdraw(struct upstream *u, struct request *r);
 /* A forwarded request is over: give its connection back to the pool (`reusable` 0
  * closes it) and free its in-flight slot. Safe to call from inside evhttp callbacks. */
 void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable);
+
+/* Reload, in two steps so that a reload applies all or nothing. upstream_prepare builds
+ * what `cu` needs (TLS context, checked limits) without changing `u`; NULL with err on
+ * failure. upstream_commit applies it and cannot fail: the queue and each limit's token
+ * balance are kept, new rates apply from now. `cu` must outlive its use (the new
+ * config generation). A change not committed is freed with upstream_change_free. */
+struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_upstream *cu,
+                                         char *err, size_t errlen);
+void upstream_commit(struct upstream *u, struct upstream_change *ch);
+void upstream_change_free(struct upstream_change *ch);
+
+/* The upstream was removed by a reload: it gets no new requests, drains its queue under
+ * its old settings (holding `gen`, the config they live in) and asks the server to
+ * reap it (server.reap) once idle. */
+void upstream_retire(struct upstream *u, struct confgen *gen);
+int upstream_is_retired(const struct upstream *u);
+
+/* Nothing queued, in flight or lent. */
+int upstream_idle(const struct upstream *u);
 
 /* Answer every queued request with 503 `reason` (shutdown after drain_timeout). */
 void upstream_flush_queue(struct upstream *u, const char *reason);
