@@ -261,7 +261,7 @@ static void error_cb(enum evhttp_request_error err, void *arg)
     r->upstream_error = (int)err + 1; /* 0 means "none recorded" */
     /* Read the handshake's verdict now, before anything else touches the session. */
     if (r->conn != NULL && upstream_is_tls(r->upstream) && err != EVREQ_HTTP_REQUEST_CANCEL)
-        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn), r->tls_why,
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn), 0, r->tls_why,
                                     sizeof(r->tls_why));
 }
 
@@ -293,7 +293,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
     if (code == 0 && err < 0 && r->tls_reason == NULL && upstream_is_tls(u) && conn != NULL)
         /* evhttp reports a connection reset right after the handshake (a TLS 1.3 server
          * refusing our certificate) as a connect failure, without the error callback. */
-        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(conn), r->tls_why,
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(conn), 1, r->tls_why,
                                     sizeof(r->tls_why));
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports

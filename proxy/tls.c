@@ -189,6 +189,19 @@ int tls_check_conf(const struct conf *c, char *err, size_t errlen)
     return 0;
 }
 
+/* How far the handshake got, kept in the SSL's app data. OpenSSL's own state cannot
+ * tell afterwards: evhttp resets the connection (and with it the SSL's state machine)
+ * before it reports the failure to us. */
+static const char handshake_started = 1, handshake_done = 2;
+
+static void handshake_info_cb(const SSL *ssl, int where, int ret)
+{
+    if ((where & SSL_CB_HANDSHAKE_START) && SSL_get_app_data(ssl) == NULL)
+        SSL_set_app_data((SSL *)ssl, (void *)&handshake_started);
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        SSL_set_app_data((SSL *)ssl, (void *)&handshake_done);
+}
+
 struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base)
 {
     SSL *ssl = SSL_new(t->ssl);
@@ -196,6 +209,7 @@ struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base)
 
     if (ssl == NULL)
         return NULL;
+    SSL_set_info_callback(ssl, handshake_info_cb);
     if (t->name_is_ip) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->server_name);
     } else {
@@ -239,15 +253,16 @@ struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base)
     return bev;
 }
 
-const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen)
+const char *tls_failure(struct bufferevent *bev, int before_request, char *why, size_t whylen)
 {
     SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    const void *progress;
     unsigned long e, more;
     long vr;
 
-    /* No handshake ever started: the TCP connection failed, not TLS. */
-    if (ssl == NULL || SSL_in_before(ssl))
+    if (ssl == NULL)
         return NULL;
+    progress = SSL_get_app_data(ssl);
     vr = SSL_get_verify_result(ssl);
     e = bufferevent_get_openssl_error(bev);
     while ((more = bufferevent_get_openssl_error(bev)) != 0)
@@ -265,9 +280,16 @@ const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen)
         snprintf(why, whylen, "TLS handshake failed: %s", buf);
         return "tls_handshake_failed";
     }
-    if (!SSL_is_init_finished(ssl)) {
+    if (progress == &handshake_started) {
         snprintf(why, whylen, "TLS handshake failed: the connection closed during the handshake");
         return "tls_handshake_failed";
     }
-    return NULL;
+    if (before_request && progress == &handshake_done) {
+        /* Reset as the connection came up, before our request was written: a TLS 1.3
+         * server refusing our certificate, whose alert the reset overtook. */
+        snprintf(why, whylen, "TLS handshake failed: the upstream reset the connection right "
+                              "after the handshake (client certificate refused?)");
+        return "tls_handshake_failed";
+    }
+    return NULL; /* no handshake began (TCP failed) or it had completed */
 }

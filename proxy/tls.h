@@ -49,7 +49,9 @@ struct bufferevent *tls_server_bev(struct tls_ctx *t, struct event_base *base);
 /* After a request got no answer on a TLS bufferevent: a Sluice-Reason
  * ("tls_verify_failed" or "tls_handshake_failed") with a human-readable cause in `why`
  * when TLS is to blame (verification failed, an alert or OpenSSL error was recorded, or
- * the handshake never finished), else NULL (e.g. the TCP connect itself failed). */
-const char *tls_failure(struct bufferevent *bev, char *why, size_t whylen);
+ * the handshake never finished), else NULL (e.g. the TCP connect itself failed).
+ * `before_request`: the failure came as the connection was set up, before the request
+ * was written; a completed handshake then also counts (the upstream refused us). */
+const char *tls_failure(struct bufferevent *bev, int before_request, char *why, size_t whylen);
 
 #endif
