@@ -67,6 +67,7 @@ UNIT_DEPS_test_queue    := limiter/queue.c
 UNIT_DEPS_test_dispatch := $(LIMITER_SRC)
 UNIT_DEPS_test_units    := conf/units.c
 UNIT_DEPS_test_conf     := $(CONF_SRC)
+UNIT_DEPS_test_feedback := proxy/feedback.c
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
