@@ -1333,6 +1333,17 @@ static const struct key timeouts_keys[] = {
 };
 static const struct table timeouts_table = {.keys = timeouts_keys, .mark_off = NOFIELD};
 
+/* retry: how a request the upstream refused unprocessed (429, 503 + Retry-After) is
+ * given another turn; with feedback off there are no retries. */
+static const struct key retry_keys[] = {
+    {.name = "max_attempts", .type = KEY_U32, .off = offsetof(U, retry_max_attempts),
+     .min = "1", .max = "100", .def = "3"},
+    {.name = "max_wait", .type = KEY_DURATION, .off = offsetof(U, retry_max_wait_ms),
+     .min = "1ms", .max = "1h", .def = "60s"},
+    {.name = NULL},
+};
+static const struct table retry_table = {.keys = retry_keys, .mark_off = NOFIELD};
+
 #define TC struct conf_tls_client
 static const struct key tls_client_keys[] = {
     {.name = "verify", .type = KEY_BOOL, .off = offsetof(TC, verify), .def = "true"},
@@ -1365,6 +1376,8 @@ static const struct key upstream_keys[] = {
     {.name = "preserve_host", .type = KEY_BOOL, .off = offsetof(U, preserve_host),
      .def = "false"},
     {.name = "tls", .type = KEY_SECTION, .off = offsetof(U, tls), .sub = &tls_client_table},
+    {.name = "feedback", .type = KEY_BOOL, .off = offsetof(U, feedback), .def = "true"},
+    {.name = "retry", .type = KEY_SECTION, .off = 0, .sub = &retry_table},
     {.name = NULL},
 };
 static const struct table upstream_table = {.keys = upstream_keys, .size = sizeof(U),

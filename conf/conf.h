@@ -76,6 +76,9 @@ struct conf_upstream {
     uint64_t response_timeout_ms;/* default 30000 */
     uint32_t keepalive;          /* idle connections kept open, default 32 */
     int preserve_host;           /* forward the client's Host instead of the upstream's; default 0 */
+    int feedback;                /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
+    uint32_t retry_max_attempts; /* default 3: sends of one request refused with 429 */
+    uint64_t retry_max_wait_ms;  /* default 60000: longest upstream-requested pause to retry after */
     struct conf_tls_client tls;
     struct conf_mark mark;
 };
