@@ -1195,7 +1195,71 @@ static int parse_path_prefix(struct loader *ld, const struct node *n, void *obj)
     return set_str(ld, r, offsetof(struct conf_route, path_prefix), s);
 }
 
+/* key: client_ip | header:NAME | query:NAME */
+static int parse_route_key(struct loader *ld, const struct node *n, void *obj)
+{
+    struct conf_route *r = obj;
+    const char *s = scalar_text(ld, n, "client_ip, header:NAME or query:NAME");
+    const char *name = NULL;
+    char ex[64];
+
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "client_ip") == 0) {
+        r->key_source = CONF_KEY_CLIENT_IP;
+        return 0;
+    }
+    if (strncmp(s, "header:", 7) == 0) {
+        r->key_source = CONF_KEY_HEADER;
+        name = s + 7;
+    } else if (strncmp(s, "query:", 6) == 0) {
+        r->key_source = CONF_KEY_QUERY;
+        name = s + 6;
+    }
+    if (name == NULL || *name == '\0' || has_space_or_control(name) || strchr(name, ':')) {
+        fail(ld, &n->mark, "expected client_ip, header:NAME or query:NAME, got '%s'",
+             excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    return set_str(ld, r, offsetof(struct conf_route, key_name), name);
+}
+
+/* priority_allowed: [1, 2, 3] -> a bit per class */
+static int parse_priority_allowed(struct loader *ld, const struct node *n, void *obj)
+{
+    struct conf_route *r = obj;
+    size_t i;
+
+    if (n->kind != NODE_SEQ || n->nkids == 0) {
+        fail(ld, &n->mark, "expected a non-empty list of classes, like [1, 2, 3]");
+        return -1;
+    }
+    r->priority_allowed = 0;
+    for (i = 0; i < n->nkids; i++) {
+        const struct node *k = n->kids[i];
+        if (k->kind != NODE_SCALAR || strlen(k->text) != 1 || k->text[0] < '0' ||
+            k->text[0] > '3') {
+            fail(ld, &k->mark, "expected a class from 0 to 3");
+            return -1;
+        }
+        r->priority_allowed |= 1u << (k->text[0] - '0');
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- finish hooks */
+
+/* A priority header may by default only lower a request's class, never raise it. */
+static int finish_route(struct loader *ld, const struct node *map, void *obj)
+{
+    struct conf_route *r = obj;
+
+    (void)ld;
+    (void)map;
+    if (r->priority_allowed == 0)
+        r->priority_allowed = 0xfu & ~((1u << r->priority) - 1u);
+    return 0;
+}
 
 static int finish_tls_client(struct loader *ld, const struct node *map, void *obj)
 {
@@ -1344,6 +1408,25 @@ static const struct key retry_keys[] = {
 };
 static const struct table retry_table = {.keys = retry_keys, .mark_off = NOFIELD};
 
+#define FA struct conf_fairness
+static const struct key fairness_keys[] = {
+    {.name = "key_limits", .type = KEY_LIST, .off = offsetof(FA, key_limits),
+     .aux_off = offsetof(FA, nkey_limits), .min = "1", .max = "4", .sub = &limit_table},
+    {.name = "key_queue_share", .type = KEY_U32, .off = offsetof(FA, key_queue_share),
+     .min = "0", .max = "10000000", .def = "0"},
+    {.name = "max_keys", .type = KEY_U32, .off = offsetof(FA, max_keys), .min = "1",
+     .max = "1000000", .def = "10000"},
+    {.name = "key_idle", .type = KEY_DURATION, .off = offsetof(FA, key_idle_ms), .min = "1s",
+     .max = "24h", .def = "60s"},
+    {.name = "priority_classes", .type = KEY_U32, .off = offsetof(FA, priority_classes),
+     .min = "1", .max = "4", .def = "4"},
+    {.name = "starvation_guard", .type = KEY_U32, .off = offsetof(FA, starvation_guard),
+     .min = "1", .max = "1000000", .def = "10"},
+    {.name = NULL},
+};
+static const struct table fairness_table = {.keys = fairness_keys, .mark_off = NOFIELD};
+#undef FA
+
 #define TC struct conf_tls_client
 static const struct key tls_client_keys[] = {
     {.name = "verify", .type = KEY_BOOL, .off = offsetof(TC, verify), .def = "true"},
@@ -1376,6 +1459,8 @@ static const struct key upstream_keys[] = {
     {.name = "preserve_host", .type = KEY_BOOL, .off = offsetof(U, preserve_host),
      .def = "false"},
     {.name = "tls", .type = KEY_SECTION, .off = offsetof(U, tls), .sub = &tls_client_table},
+    {.name = "fairness", .type = KEY_SECTION, .off = offsetof(U, fairness),
+     .sub = &fairness_table},
     {.name = "feedback", .type = KEY_BOOL, .off = offsetof(U, feedback), .def = "true"},
     {.name = "retry", .type = KEY_SECTION, .off = 0, .sub = &retry_table},
     {.name = NULL},
@@ -1392,10 +1477,21 @@ static const struct key route_keys[] = {
     {.name = "host", .type = KEY_HOSTNAME, .off = offsetof(R, host)},
     {.name = "strip_prefix", .type = KEY_BOOL, .off = offsetof(R, strip_prefix), .def = "false"},
     {.name = "upstream", .type = KEY_STR, .off = offsetof(R, upstream), .flags = K_REQUIRED},
+    {.name = "key", .type = KEY_CUSTOM, .parse = parse_route_key},
+    {.name = "cost", .type = KEY_U32, .off = offsetof(R, cost), .min = "1", .max = "1000",
+     .def = "1"},
+    {.name = "cost_header", .type = KEY_STR, .off = offsetof(R, cost_header)},
+    {.name = "max_cost", .type = KEY_U32, .off = offsetof(R, max_cost), .min = "1",
+     .max = "1000", .def = "100"},
+    {.name = "priority", .type = KEY_U32, .off = offsetof(R, priority), .min = "0",
+     .max = "3", .def = "0"},
+    {.name = "priority_header", .type = KEY_STR, .off = offsetof(R, priority_header)},
+    {.name = "priority_allowed", .type = KEY_CUSTOM, .parse = parse_priority_allowed},
     {.name = NULL},
 };
 static const struct table route_table = {.keys = route_keys, .size = sizeof(R),
-                                         .mark_off = offsetof(R, mark)};
+                                         .mark_off = offsetof(R, mark),
+                                         .finish = finish_route};
 #undef R
 
 #define C struct conf
@@ -1659,12 +1755,16 @@ void conf_free(struct conf *c)
         free(u->tls.server_name);
         free(u->tls.cert);
         free(u->tls.key);
+        free(u->fairness.key_limits);
     }
     free(c->upstreams);
     for (size_t i = 0; i < c->nroutes; i++) {
         free(c->routes[i].path_prefix);
         free(c->routes[i].host);
         free(c->routes[i].upstream);
+        free(c->routes[i].key_name);
+        free(c->routes[i].cost_header);
+        free(c->routes[i].priority_header);
     }
     free(c->routes);
     free(c->path);

@@ -60,6 +60,18 @@ struct conf_limit {
     struct conf_mark mark;
 };
 
+/* Fair queuing among the keys of an upstream's routes. */
+struct conf_fairness {
+    struct conf_limit *key_limits; /* per-key limits, each key its own buckets; 0..4 */
+    size_t nkey_limits;
+    uint32_t key_queue_share;      /* default 0: a key may fill the queue; else its cap */
+    uint32_t max_keys;             /* default 10000 keys tracked at once */
+    uint64_t key_idle_ms;          /* default 60000: an idle key is forgotten after this */
+    uint32_t priority_classes;     /* default 4 */
+    uint32_t starvation_guard;     /* default 10: releases in a row from higher classes
+                                    * before a waiting lower class gets one */
+};
+
 struct conf_upstream {
     char *name;         /* the key under `upstreams:` */
     char *url;          /* as written */
@@ -76,11 +88,20 @@ struct conf_upstream {
     uint64_t response_timeout_ms;/* default 30000 */
     uint32_t keepalive;          /* idle connections kept open, default 32 */
     int preserve_host;           /* forward the client's Host instead of the upstream's; default 0 */
+    struct conf_fairness fairness;
     int feedback;                /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
     uint32_t retry_max_attempts; /* default 3: sends of one request refused with 429 */
     uint64_t retry_max_wait_ms;  /* default 60000: longest upstream-requested pause to retry after */
     struct conf_tls_client tls;
     struct conf_mark mark;
+};
+
+/* Where a route finds the key that sorts its requests into fair-queuing flows. */
+enum conf_key_source {
+    CONF_KEY_NONE,      /* one flow for every request of the upstream */
+    CONF_KEY_CLIENT_IP, /* "client_ip" */
+    CONF_KEY_HEADER,    /* "header:NAME" */
+    CONF_KEY_QUERY,     /* "query:NAME" */
 };
 
 struct conf_route {
@@ -89,8 +110,18 @@ struct conf_route {
     int strip_prefix;      /* default 0 */
     char *upstream;        /* name */
     size_t upstream_index; /* resolved index into conf.upstreams */
+    enum conf_key_source key_source; /* default none */
+    char *key_name;        /* header or query parameter name; NULL otherwise */
+    uint32_t cost;         /* default 1: tokens per request, from every limit */
+    char *cost_header;     /* NULL: none; else a request header giving the cost */
+    uint32_t max_cost;     /* default 100: cost_header values are clamped to 1..max_cost */
+    uint32_t priority;     /* default 0 (first) .. 3 */
+    char *priority_header; /* NULL: none; else a request header choosing the class */
+    uint32_t priority_allowed; /* bit i: the header may choose class i; default: every
+                                * class at or below (numerically >=) `priority` */
     struct conf_mark mark;
 };
+
 
 struct conf_client {
     uint32_t max_connections;  /* default 1024: stop accepting at the cap */

@@ -66,10 +66,14 @@ static int connection_lists(const char *connection, const char *name)
 int forward_is_hop_by_hop(const char *name, const char *connection)
 {
     size_t i;
+    char c = (char)(name[0] | 0x20);
 
-    for (i = 0; hop_by_hop[i] != NULL; i++)
-        if (strcasecmp(name, hop_by_hop[i]) == 0)
-            return 1;
+    /* Every fixed hop-by-hop name starts with c, k, p, t or u: most headers are
+     * decided by their first letter. */
+    if (c == 'c' || c == 'k' || c == 'p' || c == 't' || c == 'u')
+        for (i = 0; hop_by_hop[i] != NULL; i++)
+            if (strcasecmp(name, hop_by_hop[i]) == 0)
+                return 1;
     return connection != NULL && connection_lists(connection, name);
 }
 
@@ -207,9 +211,20 @@ static void relay_start(struct request *r, struct evhttp_request *in)
 static int headers_cb(struct evhttp_request *in, void *arg)
 {
     struct request *r = arg;
+    const struct conf_upstream *cu = upstream_conf(r->upstream);
+    int64_t pause_ms;
 
     if (r->client == NULL)
         return 0;
+    pause_ms = upstream_feedback(r->upstream, evhttp_request_get_response_code(in),
+                                 evhttp_request_get_input_headers(in));
+    /* Refused unprocessed (429): this answer is not the client's; the request goes
+     * again after the pause, while attempts and the pause stay within bounds. */
+    if (pause_ms >= 0 && r->attempts < cu->retry_max_attempts &&
+        (uint64_t)pause_ms <= cu->retry_max_wait_ms) {
+        r->retrying = 1;
+        return 0;
+    }
     relay_start(r, in);
     return 0;
 }
@@ -231,7 +246,7 @@ static void body_cb(struct evhttp_request *in, void *arg)
     struct evbuffer *piece = evhttp_request_get_input_buffer(in);
     struct evhttp_connection *client_conn;
 
-    if (r->client == NULL || r->state != REQUEST_RELAYING) {
+    if (r->client == NULL || r->state != REQUEST_RELAYING || r->retrying) {
         evbuffer_drain(piece, evbuffer_get_length(piece));
         return;
     }
@@ -290,6 +305,16 @@ static void done_cb(struct evhttp_request *in, void *arg)
 
     r->outgoing = NULL;
     r->conn = NULL;
+    if (r->retrying) {
+        r->retrying = 0;
+        if (code != 0 && r->client != NULL) {
+            log_info("req=%llu route=%s upstream=%s: refused with %d; queued again (attempt %u)",
+                     (unsigned long long)r->id, r->route->path_prefix, upstream_name(u), code,
+                     r->attempts);
+            upstream_request_retry(u, conn, r);
+            return;
+        }
+    }
     if (code == 0 && err < 0 && r->tls_reason == NULL && upstream_is_tls(u) && conn != NULL)
         /* evhttp reports a connection reset right after the handshake (a TLS 1.3 server
          * refusing our certificate) as a connect failure, without the error callback. */
@@ -373,12 +398,19 @@ void forward_start(struct request *r, struct evhttp_connection *conn)
         char len[24];
         snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
         evhttp_add_header(evhttp_request_get_output_headers(out), "Content-Length", len);
-        /* Moves the chains: the body is never copied. */
-        evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);
+        /* The body is never copied: moved, or when it may have to be sent again (the
+         * upstream may answer 429), shared by reference with the client's buffer. */
+        if (cu->feedback && cu->retry_max_attempts > 1)
+            evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(out), body);
+        else
+            evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);
     }
     r->conn = conn;
     r->outgoing = out;
     r->sent_ns = clock_now_ns();
+    r->attempts++;
+    r->upstream_error = 0;
+    r->tls_reason = NULL;
     log_debug("req=%llu route=%s upstream=%s: released after %llums -> %s",
               (unsigned long long)r->id, r->route->path_prefix, cu->name,
               (unsigned long long)request_queue_wait_ms(r), target);

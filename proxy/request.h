@@ -50,6 +50,8 @@ struct request {
     char client_ip[64];               /* for X-Forwarded-For and logs */
     int client_paused;                /* relaying: upstream reads paused for a slow client */
     int client_bound;                 /* frontend_bind_request() is in force */
+    uint32_t attempts;                /* times sent to the upstream */
+    int retrying;                     /* the upstream refused it unprocessed: going again */
     int upstream_error;               /* evhttp_request_error + 1 from the error callback; 0: none */
     const char *tls_reason;           /* set when the upstream TLS handshake failed */
     char tls_why[200];                /* its cause, for the log and the error body */

@@ -15,16 +15,21 @@
  */
 #include "proxy/upstream.h"
 
+#include <arpa/inet.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "conf/conf.h"
 #include "limiter/dispatch.h"
 #include "proxy/clock.h"
+#include "proxy/feedback.h"
 #include "proxy/forward.h"
 #include "proxy/log.h"
 #include "proxy/request.h"
@@ -38,6 +43,8 @@ struct upstream {
     struct dispatch *dispatch;
     struct event *timer;               /* the dispatcher's one wake-up */
     struct tls_ctx *tls;               /* https upstreams: the client context */
+    int ip_literal;                    /* host is an address: no resolver needed (getaddrinfo
+                                        * answers numeric hosts at once, without blocking) */
     struct evhttp_connection **idle;   /* idle keep-alive connections, LIFO */
     size_t nidle, idle_cap;
     uint32_t conns_lent;               /* connections lent to in-flight requests */
@@ -81,6 +88,12 @@ static void fill_dispatch_config(const struct conf_upstream *cu, struct dispatch
     dc->max_wait_ns = cu->max_wait_ms * NS_PER_MS;
 }
 
+static int host_is_ip(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
 {
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
@@ -91,6 +104,7 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
         return NULL;
     u->server = s;
     u->conf = cu;
+    u->ip_literal = host_is_ip(cu->host);
     fill_dispatch_config(cu, limits, &dc);
     u->dispatch = dispatch_new(&dc, clock_now_ns());
     u->timer = evtimer_new(s->base, timer_cb, u);
@@ -216,15 +230,18 @@ static struct evhttp_connection *conn_get(struct upstream *u)
         struct bufferevent *bev = tls_client_bev(u->tls, u->server->base);
         if (bev == NULL)
             return NULL;
-        evcon = evhttp_connection_base_bufferevent_new(u->server->base, u->server->dns, bev,
-                                                       cu->host, cu->port);
+        evcon = evhttp_connection_base_bufferevent_new(
+            u->server->base, u->ip_literal ? NULL : u->server->dns, bev, cu->host, cu->port);
         if (evcon == NULL)
             bufferevent_free(bev);
     } else {
-        evcon = evhttp_connection_base_new(u->server->base, u->server->dns, cu->host, cu->port);
+        evcon = evhttp_connection_base_new(u->server->base, u->ip_literal ? NULL : u->server->dns,
+                                           cu->host, cu->port);
     }
     if (evcon == NULL)
         return NULL;
+    /* Reconnect to the address already resolved instead of resolving again. */
+    evhttp_connection_set_flags(evcon, EVHTTP_CON_REUSE_CONNECTED_ADDR);
     /* Never resend on our own: a request may not be idempotent. */
     evhttp_connection_set_retries(evcon, 0);
     tv.tv_sec = (time_t)(cu->response_timeout_ms / 1000);
@@ -233,7 +250,7 @@ static struct evhttp_connection *conn_get(struct upstream *u)
     return evcon;
 }
 
-void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable)
+static void conn_give_back(struct upstream *u, struct evhttp_connection *conn, int reusable)
 {
     if (conn != NULL) {
         u->conns_lent--;
@@ -268,8 +285,73 @@ void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, i
                 u->closing[u->nclosing++] = conn;
         }
     }
+}
+
+void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable)
+{
+    conn_give_back(u, conn, reusable);
     dispatch_done(u->dispatch);
     event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, struct request *r)
+{
+    conn_give_back(u, conn, 1);
+    dispatch_requeue_head(u->dispatch, &r->waiter);
+    u->stats.retried++;
+    r->state = REQUEST_QUEUED;
+    r->released_ns = 0;
+    r->status = 0;
+    r->reason = NULL;
+    if (request_watch_client(r) != 0)
+        log_warn("req=%llu: cannot watch the client socket", (unsigned long long)r->id);
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+/* TEMPORARY until limiter/dispatch gains them (in progress): no-op stand-ins. */
+__attribute__((weak)) void dispatch_pause_until(struct dispatch *d, uint64_t until_ns);
+__attribute__((weak)) void dispatch_set_budget(struct dispatch *d, uint64_t remaining,
+                                               uint64_t reset_ns);
+__attribute__((weak)) void dispatch_pause_until(struct dispatch *d, uint64_t until_ns) {}
+__attribute__((weak)) void dispatch_set_budget(struct dispatch *d, uint64_t remaining,
+                                               uint64_t reset_ns)
+{
+}
+
+int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *h)
+{
+    struct feedback_headers fh = {
+        .retry_after = evhttp_find_header(h, "Retry-After"),
+        .ratelimit = evhttp_find_header(h, "RateLimit"),
+        .ratelimit_remaining = evhttp_find_header(h, "RateLimit-Remaining"),
+        .ratelimit_reset = evhttp_find_header(h, "RateLimit-Reset"),
+        .x_ratelimit_remaining = evhttp_find_header(h, "X-RateLimit-Remaining"),
+        .x_ratelimit_reset = evhttp_find_header(h, "X-RateLimit-Reset"),
+    };
+    struct feedback fb;
+    uint64_t now = clock_now_ns();
+    uint64_t pause_ms;
+    int refused;
+
+    if (!u->conf->feedback)
+        return -1;
+    feedback_parse(&fh, time(NULL), &fb);
+    if (fb.has_budget) {
+        dispatch_set_budget(u->dispatch, fb.remaining, now + fb.reset_ms * NS_PER_MS);
+        u->stats.budgets++;
+    }
+    refused = code == 429 || (code == 503 && fb.has_retry_after);
+    if (!refused)
+        return -1;
+    pause_ms = fb.has_retry_after ? fb.retry_after_ms : 1000;
+    if (pause_ms > 0) {
+        dispatch_pause_until(u->dispatch, now + pause_ms * NS_PER_MS);
+        u->stats.paused++;
+        log_info("upstream %s: answered %d; pausing releases for %llums", u->conf->name, code,
+                 (unsigned long long)pause_ms);
+    }
+    event_active(u->timer, EV_TIMEOUT, 1);
+    return (int64_t)pause_ms;
 }
 
 static void upstream_kick(struct upstream *u)
@@ -433,6 +515,7 @@ void upstream_commit(struct upstream *u, struct upstream_change *ch)
         u->tls = NULL;
     }
     u->conf = ch->conf;
+    u->ip_literal = host_is_ip(u->conf->host);
     upstream_change_free(ch);
     /* New rates: re-arm the timer for the head's new due time. */
     event_active(u->timer, EV_TIMEOUT, 1);

@@ -28,6 +28,9 @@ struct upstream_change;
 struct upstream_stats {
     uint64_t admitted, released, refused_full, refused_late, expired, withdrawn;
     uint64_t responses, failures;
+    uint64_t retried;        /* requests given their turn back after a 429/503 */
+    uint64_t paused;         /* pauses the upstream asked for (Retry-After) */
+    uint64_t budgets;        /* remaining-budget reports obeyed (RateLimit, X-RateLimit-*) */
 };
 
 /* Create from a validated config entry (not copied: it must outlive the upstream or be
@@ -67,6 +70,18 @@ int upstream_is_retired(const struct upstream *u);
 
 /* Nothing queued, in flight or lent. */
 int upstream_idle(const struct upstream *u);
+
+/* The upstream answered with status `code` and `headers` (an evkeyvalq): apply what it
+ * says about its limit (feedback on): a RateLimit / X-RateLimit budget caps releases
+ * until its reset; a 429, or a 503 with Retry-After, pauses every release until the
+ * time it names (1 s when a 429 names none). Returns the pause in ms, or -1 when the
+ * answer is not a refusal. */
+struct evkeyvalq;
+int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *headers);
+
+/* The upstream refused `r` unprocessed: give its connection back, and put it back at
+ * the head of the queue to go again after the pause (its tokens stay spent). */
+void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, struct request *r);
 
 /* Answer every queued request with 503 `reason` (shutdown after drain_timeout). */
 void upstream_flush_queue(struct upstream *u, const char *reason);
