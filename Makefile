@@ -12,6 +12,8 @@ PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= $(PREFIX)/etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
 DESTDIR    ?=
 PKG_CONFIG ?= pkg-config
 CC         ?= cc
@@ -110,11 +112,17 @@ install: build/sluice
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sluice $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 build/sluice $(DESTDIR)$(BINDIR)/sluice
 	install -m 0644 proxy.yaml.sample $(DESTDIR)$(SYSCONFDIR)/sluice/proxy.yaml.sample
-	if [ -f docs/sluice.1 ]; then install -m 0644 docs/sluice.1 $(DESTDIR)$(MANDIR)/man1/sluice.1; fi
+	install -m 0644 docs/sluice.1 $(DESTDIR)$(MANDIR)/man1/sluice.1
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/etc/|$(SYSCONFDIR)/|g' \
+	    contrib/sluice.service > $(DESTDIR)$(UNITDIR)/sluice.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sluice.service
+	install -m 0644 contrib/logrotate $(DESTDIR)$(LOGROTATEDIR)/sluice
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sluice $(DESTDIR)$(SYSCONFDIR)/sluice/proxy.yaml.sample \
-	      $(DESTDIR)$(MANDIR)/man1/sluice.1
+	      $(DESTDIR)$(MANDIR)/man1/sluice.1 $(DESTDIR)$(UNITDIR)/sluice.service \
+	      $(DESTDIR)$(LOGROTATEDIR)/sluice
 
 format:
 	clang-format -i $(wildcard proxy/*.[ch] limiter/*.[ch] conf/*.[ch] tests/unit/*.[ch])
