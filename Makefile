@@ -31,7 +31,7 @@ FINAL_CFLAGS  = $(BASE_CFLAGS) $(PKG_CFLAGS) $(OPT) $(CFLAGS)
 FINAL_LDFLAGS = $(LDFLAGS)
 FINAL_LIBS    = $(PKG_LIBS) -lm $(LIBS)
 
-LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/dispatch.c
+LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/fairq.c limiter/dispatch.c
 CONF_SRC    := conf/conf.c conf/units.c
 PROXY_SRC   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
 DAEMON_SRC  := $(LIMITER_SRC) $(CONF_SRC) $(PROXY_SRC) proxy/main.c
@@ -67,6 +67,7 @@ $(SAN)/%.o: %.c
 UNIT_DEPS_test_bucket   := limiter/bucket.c
 UNIT_DEPS_test_queue    := limiter/queue.c
 UNIT_DEPS_test_dispatch := $(LIMITER_SRC)
+UNIT_DEPS_test_fairq    := $(LIMITER_SRC)
 UNIT_DEPS_test_units    := conf/units.c
 UNIT_DEPS_test_conf     := $(CONF_SRC)
 UNIT_DEPS_test_feedback := proxy/feedback.c
