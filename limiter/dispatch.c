@@ -1,10 +1,15 @@
 /*
  * limiter/dispatch: one upstream's queue, token buckets and in-flight count (see dispatch.h).
  *
+ * Two structures hold every queued waiter: `queue` in arrival order (deadlines, the global
+ * count and cost, shutdown) and `fq` (limiter/fairq) in release order. A waiter enters and
+ * leaves both in the same call.
+ *
  * Invariants
- *   - Deadlines are non-decreasing from head to tail: submit gives now + max_wait with a
+ *   - Deadlines are non-decreasing along `queue`: submit gives now + max_wait with a
  *     clock that never goes back here (last_ns), reconfigure clamps every deadline to
  *     now + new max_wait, and requeue_head clamps the returning waiter to the head's.
+ *   - w->queued == 1 iff w is linked in `queue` iff w->flow != NULL (linked in `fq`).
  *   - A waiter leaves through dispatch_next() only after every bucket granted its cost;
  *     cancel, expired and pop take nothing from any bucket.
  *   - Every queued waiter has cost >= 1 (submit turns 0 into 1), so cost_sum counts the
@@ -17,7 +22,12 @@
 #include <string.h>
 
 #include "limiter/bucket.h"
+#include "limiter/fairq.h"
 #include "limiter/queue.h"
+
+_Static_assert(DISPATCH_MAX_KEY_LIMITS == FAIRQ_MAX_KEY_LIMITS, "key limits");
+_Static_assert(DISPATCH_MAX_CLASSES == FAIRQ_MAX_CLASSES, "classes");
+_Static_assert(sizeof(struct dispatch_limit) == sizeof(struct fairq_limit), "limit layout");
 
 /* Refusing a full queue never says "retry in 0 s": the caller rounds up, but a zero
  * would invite an immediate retry into the same full queue. */
@@ -25,12 +35,16 @@
 
 struct dispatch {
     struct queue queue;                         /* waiters in arrival order */
+    struct fairq *fq;                           /* the same waiters in release order */
     struct bucket buckets[DISPATCH_MAX_LIMITS]; /* every one must grant a waiter's cost */
     size_t nlimits;                             /* buckets in use */
     uint32_t in_flight;                         /* handed out by next(), not done yet */
     uint32_t max_in_flight;                     /* next() hands out nothing at this count */
     uint64_t max_wait_ns;                       /* longest stay in the queue, ns */
     uint64_t last_ns;                           /* latest `now` seen, to clamp a clock going back */
+    uint64_t pause_until_ns;                    /* no release before; 0: never paused */
+    uint64_t budget_left;                       /* releases allowed before budget_reset_ns */
+    uint64_t budget_reset_ns;                   /* budget applies while now < this; 0: none */
 };
 
 static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
@@ -85,6 +99,30 @@ static int dispatch_cost_too_big(const struct dispatch *d, uint64_t cost)
     return 0;
 }
 
+/* The fairq view of a dispatch_fair_config (NULL: all defaults). `limits` holds the copy. */
+static void fair_to_fairq(const struct dispatch_fair_config *fair, struct fairq_limit *limits,
+                          struct fairq_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (fair == NULL)
+        return;
+    size_t n = fair->nkey_limits;
+    for (size_t i = 0; i < n && i < FAIRQ_MAX_KEY_LIMITS && fair->key_limits != NULL; i++) {
+        limits[i].rate_per_sec = fair->key_limits[i].rate_per_sec;
+        limits[i].burst_tokens = fair->key_limits[i].burst_tokens;
+    }
+    out->key_limits = n > 0 && fair->key_limits != NULL ? limits : NULL;
+    out->nkey_limits = n; /* fairq_config_valid refuses more than it can hold */
+    out->max_keys = fair->max_keys;
+    out->key_queue_share = fair->key_queue_share;
+    out->key_idle_ns = fair->key_idle_ns;
+    out->priority_classes = fair->priority_classes;
+    out->priority_guard = fair->priority_guard;
+    out->quantum_tokens = fair->quantum_tokens;
+    out->hash_seed[0] = fair->key_hash_seed[0];
+    out->hash_seed[1] = fair->key_hash_seed[1];
+}
+
 /* Build the buckets `cfg` asks for into `out`, from the current ones in `old` (nold of them,
  * keeping their balance) or full. Returns 0, or -1 with `old` untouched. */
 static int dispatch_build_buckets(struct bucket *out, const struct bucket *old, size_t nold,
@@ -105,12 +143,29 @@ static int dispatch_build_buckets(struct bucket *out, const struct bucket *old, 
 
 struct dispatch *dispatch_new(const struct dispatch_config *cfg, uint64_t now_ns)
 {
+    return dispatch_new_fair(cfg, NULL, now_ns);
+}
+
+struct dispatch *dispatch_new_fair(const struct dispatch_config *cfg,
+                                   const struct dispatch_fair_config *fair, uint64_t now_ns)
+{
+    struct fairq_limit klimits[FAIRQ_MAX_KEY_LIMITS];
+    struct fairq_config fcfg;
+
     if (!dispatch_config_valid(cfg))
+        return NULL;
+    fair_to_fairq(fair, klimits, &fcfg);
+    if (!fairq_config_valid(&fcfg))
         return NULL;
     struct dispatch *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return NULL;
     if (dispatch_build_buckets(d->buckets, NULL, 0, cfg, now_ns) < 0) {
+        free(d);
+        return NULL;
+    }
+    d->fq = fairq_new(&fcfg, now_ns);
+    if (d->fq == NULL) {
         free(d);
         return NULL;
     }
@@ -130,18 +185,35 @@ void dispatch_free(struct dispatch *d)
      * into freed memory and reads as queued. */
     while (queue_pop(&d->queue) != NULL)
         ;
+    fairq_free(d->fq); /* unlinks their flow links too */
     free(d);
 }
 
 int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, uint64_t now_ns)
 {
+    return dispatch_reconfigure_fair(d, cfg, NULL, now_ns);
+}
+
+int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *cfg,
+                              const struct dispatch_fair_config *fair, uint64_t now_ns)
+{
     struct bucket next[DISPATCH_MAX_LIMITS];
+    struct fairq_limit klimits[FAIRQ_MAX_KEY_LIMITS];
+    struct fairq_config fcfg;
 
     if (!dispatch_config_valid(cfg))
         return -1;
+    if (fair != NULL) {
+        fair_to_fairq(fair, klimits, &fcfg);
+        if (!fairq_config_valid(&fcfg))
+            return -1;
+    }
     /* Built aside and copied in only when every limit is accepted: all or nothing. */
     uint64_t now = dispatch_time(d, now_ns);
     if (dispatch_build_buckets(next, d->buckets, d->nlimits, cfg, now) < 0)
+        return -1;
+    /* Valid (checked above), so this cannot fail any more: nothing to undo. */
+    if (fair != NULL && fairq_reconfigure(d->fq, &fcfg, now) < 0)
         return -1;
 
     d->last_ns = now;
@@ -160,17 +232,59 @@ int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, 
     return 0;
 }
 
-enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64_t now_ns,
-                                    uint64_t *retry_after_ns)
+/* Whether a budget applies at `now`. */
+static int budget_on(const struct dispatch *d, uint64_t now)
+{
+    return d->budget_reset_ns != 0 && now < d->budget_reset_ns;
+}
+
+static uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+    return a != 0 && b > UINT64_MAX / a ? UINT64_MAX : a * b;
+}
+
+/* The predicted wait of a newcomer of cost `cost` in flow `f` (see dispatch_submit_key). */
+static uint64_t dispatch_predict(const struct dispatch *d, const struct fairq_flow *f,
+                                 uint64_t cost, uint64_t now)
+{
+    uint64_t own = fairq_flow_cost(f) + cost;
+    uint64_t total = d->queue.cost_sum + cost;
+    uint64_t active = fairq_active_flows(d->fq) + (fairq_flow_len(f) == 0 ? 1 : 0);
+    uint64_t need = sat_mul(own, active);
+    if (need > total)
+        need = total;
+
+    uint64_t wait = dispatch_wait_ns(d, need, now);
+    uint64_t key_wait = fairq_flow_wait_ns(d->fq, f, own, now);
+    if (key_wait > wait)
+        wait = key_wait;
+    if (d->pause_until_ns > now && d->pause_until_ns - now > wait)
+        wait = d->pause_until_ns - now;
+    if (budget_on(d, now)) {
+        /* Requests ahead of it by the same reasoning, plus itself. */
+        uint64_t ahead = sat_mul(fairq_flow_len(f) + 1, active);
+        if (ahead > queue_len(&d->queue) + 1)
+            ahead = queue_len(&d->queue) + 1;
+        if (ahead > d->budget_left && d->budget_reset_ns - now > wait)
+            wait = d->budget_reset_ns - now;
+    }
+    return wait;
+}
+
+static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, const char *key,
+                                          size_t key_len, uint64_t now_ns,
+                                          struct dispatch_admission *out)
 {
     uint64_t now = dispatch_clock(d, now_ns);
     uint64_t retry;
 
+    out->retry_after_ns = 0;
+    out->predicted_wait_ns = 0;
+    out->key_full = 0;
     /* A waiter already linked somewhere is a caller bug: refuse it as full rather than
      * corrupt two queues (or this queue's cost_sum, by touching its cost). */
     if (w->queued) {
-        if (retry_after_ns != NULL)
-            *retry_after_ns = FULL_RETRY_MIN_NS;
+        out->retry_after_ns = FULL_RETRY_MIN_NS;
         return DISPATCH_FULL;
     }
     if (w->cost == 0)
@@ -188,22 +302,40 @@ enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64
         }
         if (retry < FULL_RETRY_MIN_NS)
             retry = FULL_RETRY_MIN_NS;
-        if (retry_after_ns != NULL)
-            *retry_after_ns = retry;
+        out->retry_after_ns = retry;
         return DISPATCH_FULL;
     }
 
-    if (dispatch_cost_too_big(d, w->cost)) {
-        if (retry_after_ns != NULL)
-            *retry_after_ns = DISPATCH_NEVER;
+    struct fairq_flow *f = fairq_flow_get(d->fq, key, key_len, now);
+    if (fairq_flow_full(d->fq, f)) {
+        /* A place in this flow frees when its first waiter leaves: about one round of the
+         * active flows at its cost, or its deadline. */
+        const struct waiter *head = fairq_flow_head(f);
+        retry = FULL_RETRY_MIN_NS;
+        if (head != NULL) {
+            uint64_t need = sat_mul(head->cost, fairq_active_flows(d->fq));
+            retry = dispatch_wait_ns(d, need, now);
+            uint64_t to_deadline = head->deadline_ns > now ? head->deadline_ns - now : 0;
+            if (to_deadline < retry)
+                retry = to_deadline;
+        }
+        if (retry < FULL_RETRY_MIN_NS)
+            retry = FULL_RETRY_MIN_NS;
+        out->retry_after_ns = retry;
+        out->key_full = 1;
+        return DISPATCH_FULL;
+    }
+
+    if (dispatch_cost_too_big(d, w->cost) || fairq_cost_too_big(d->fq, w->cost)) {
+        out->retry_after_ns = DISPATCH_NEVER;
         return DISPATCH_LATE;
     }
 
-    /* Every token the queue ahead needs comes out of the same buckets first. */
-    uint64_t predicted = dispatch_wait_ns(d, d->queue.cost_sum + w->cost, now);
+    /* Every token the flows ahead need comes out of the same buckets first. */
+    uint64_t predicted = dispatch_predict(d, f, w->cost, now);
+    out->predicted_wait_ns = predicted;
     if (predicted > d->max_wait_ns) {
-        if (retry_after_ns != NULL)
-            *retry_after_ns = predicted - d->max_wait_ns;
+        out->retry_after_ns = predicted - d->max_wait_ns;
         return DISPATCH_LATE;
     }
 
@@ -212,17 +344,59 @@ enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64
     int pushed = queue_push(&d->queue, w);
     assert(pushed == 0); /* room and an unlinked waiter were checked above */
     (void)pushed;
+    fairq_push(d->fq, f, w, now);
     return DISPATCH_QUEUED;
 }
 
-void dispatch_cancel(struct dispatch *d, struct waiter *w) { queue_remove(&d->queue, w); }
+enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64_t now_ns,
+                                    uint64_t *retry_after_ns)
+{
+    struct dispatch_admission out;
+    enum dispatch_admit a = dispatch_admit(d, w, NULL, 0, now_ns, &out);
+
+    if (a != DISPATCH_QUEUED && retry_after_ns != NULL)
+        *retry_after_ns = out.retry_after_ns;
+    return a;
+}
+
+enum dispatch_admit dispatch_submit_key(struct dispatch *d, struct waiter *w, const char *key,
+                                        size_t key_len, uint64_t now_ns,
+                                        struct dispatch_admission *out)
+{
+    struct dispatch_admission ignored;
+
+    return dispatch_admit(d, w, key, key_len, now_ns, out != NULL ? out : &ignored);
+}
+
+/* Unlink a queued waiter from both structures. */
+static void dispatch_unlink(struct dispatch *d, struct waiter *w, uint64_t now)
+{
+    queue_remove(&d->queue, w);
+    fairq_remove(d->fq, w, now);
+}
+
+void dispatch_cancel(struct dispatch *d, struct waiter *w)
+{
+    if (!w->queued)
+        return;
+    dispatch_unlink(d, w, d->last_ns);
+}
 
 struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
 {
     uint64_t now = dispatch_clock(d, now_ns);
-    struct waiter *w = queue_peek(&d->queue);
 
-    if (w == NULL || d->in_flight >= d->max_in_flight)
+    if (queue_len(&d->queue) == 0 || d->in_flight >= d->max_in_flight)
+        return NULL;
+    if (now < d->pause_until_ns)
+        return NULL;
+    if (d->budget_reset_ns != 0 && now >= d->budget_reset_ns)
+        d->budget_reset_ns = 0; /* reset reached: the budget no longer applies */
+    if (budget_on(d, now) && d->budget_left == 0)
+        return NULL;
+
+    struct waiter *w = fairq_select(d->fq, now);
+    if (w == NULL)
         return NULL;
     /* Check every bucket before taking from any, so a refusal takes nothing. */
     if (dispatch_wait_ns(d, w->cost, now) != 0)
@@ -232,8 +406,11 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
         assert(taken == 0); /* same arithmetic as bucket_wait_ns() == 0 */
         (void)taken;
     }
+    fairq_commit(d->fq, w, now);
     queue_remove(&d->queue, w);
     d->in_flight++;
+    if (budget_on(d, now))
+        d->budget_left--;
     return w;
 }
 
@@ -245,11 +422,18 @@ struct waiter *dispatch_expired(struct dispatch *d, uint64_t now_ns)
     /* The head has the earliest deadline (see the invariants), so nobody behind it is due. */
     if (w == NULL || w->deadline_ns > now)
         return NULL;
-    queue_remove(&d->queue, w);
+    dispatch_unlink(d, w, now);
     return w;
 }
 
-struct waiter *dispatch_pop(struct dispatch *d) { return queue_pop(&d->queue); }
+struct waiter *dispatch_pop(struct dispatch *d)
+{
+    struct waiter *w = queue_peek(&d->queue);
+
+    if (w != NULL)
+        dispatch_unlink(d, w, d->last_ns);
+    return w;
+}
 
 void dispatch_requeue_head(struct dispatch *d, struct waiter *w)
 {
@@ -263,6 +447,7 @@ void dispatch_requeue_head(struct dispatch *d, struct waiter *w)
     if (w->cost == 0)
         w->cost = 1;
     queue_push_head(&d->queue, w);
+    fairq_push_head(d->fq, w, d->last_ns);
     if (d->in_flight > 0)
         d->in_flight--;
 }
@@ -281,14 +466,41 @@ uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns)
     if (head == NULL)
         return DISPATCH_NEVER;
     uint64_t wake = head->deadline_ns;
-    /* At max_in_flight, or with a head no bucket could ever grant, only dispatch_done(),
-     * a cancel or the deadline can change anything. */
-    if (d->in_flight < d->max_in_flight && !dispatch_cost_too_big(d, head->cost)) {
-        uint64_t due = sat_add(now, dispatch_wait_ns(d, head->cost, now));
-        if (due < wake)
-            wake = due;
+    /* At max_in_flight only dispatch_done(), a cancel or the deadline can change anything. */
+    if (d->in_flight >= d->max_in_flight)
+        return wake;
+
+    uint64_t release = fairq_parked_wake_ns(d->fq);
+    const struct waiter *front = fairq_front(d->fq);
+    /* A front no bucket could ever grant can only expire. */
+    if (front != NULL && !dispatch_cost_too_big(d, front->cost)) {
+        uint64_t due = sat_add(now, dispatch_wait_ns(d, front->cost, now));
+        if (due < release)
+            release = due;
     }
-    return wake;
+    if (release != DISPATCH_NEVER) {
+        if (release < d->pause_until_ns)
+            release = d->pause_until_ns;
+        if (budget_on(d, now) && d->budget_left == 0 && release < d->budget_reset_ns)
+            release = d->budget_reset_ns;
+    }
+    return release < wake ? release : wake;
+}
+
+void dispatch_pause_until(struct dispatch *d, uint64_t until_ns)
+{
+    if (until_ns > d->pause_until_ns)
+        d->pause_until_ns = until_ns;
+}
+
+void dispatch_set_budget(struct dispatch *d, uint64_t remaining, uint64_t reset_ns)
+{
+    if (reset_ns <= d->last_ns) {
+        d->budget_reset_ns = 0;
+        return;
+    }
+    d->budget_left = remaining;
+    d->budget_reset_ns = reset_ns;
 }
 
 size_t dispatch_queue_len(const struct dispatch *d) { return queue_len(&d->queue); }
@@ -304,4 +516,46 @@ double dispatch_tokens(const struct dispatch *d, size_t limit_index, uint64_t no
     if (limit_index >= d->nlimits)
         return 0.0;
     return bucket_tokens(&d->buckets[limit_index], now_ns);
+}
+
+size_t dispatch_nkeys(const struct dispatch *d) { return fairq_nkeys(d->fq); }
+
+size_t dispatch_active_flows(const struct dispatch *d) { return fairq_active_flows(d->fq); }
+
+size_t dispatch_parked_flows(const struct dispatch *d) { return fairq_parked_flows(d->fq); }
+
+size_t dispatch_nkey_limits(const struct dispatch *d) { return fairq_nkey_limits(d->fq); }
+
+size_t dispatch_key_queue_len(const struct dispatch *d, const char *key, size_t key_len)
+{
+    const struct fairq_flow *f = fairq_flow_find(d->fq, key, key_len);
+
+    return f != NULL ? fairq_flow_len(f) : 0;
+}
+
+double dispatch_key_tokens(const struct dispatch *d, const char *key, size_t key_len,
+                           size_t limit_index, uint64_t now_ns)
+{
+    const struct fairq_flow *f = fairq_flow_find(d->fq, key, key_len);
+
+    /* An unknown key would start with a full bucket: the default flow's parameters, full. */
+    if (f == NULL)
+        return fairq_limit_burst(d->fq, limit_index);
+    return fairq_flow_tokens(d->fq, f, limit_index, now_ns);
+}
+
+uint64_t dispatch_paused_until(const struct dispatch *d) { return d->pause_until_ns; }
+
+int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
+                    uint64_t *reset_ns)
+{
+    uint64_t now = dispatch_time(d, now_ns);
+
+    if (!budget_on(d, now))
+        return 0;
+    if (remaining != NULL)
+        *remaining = d->budget_left;
+    if (reset_ns != NULL)
+        *reset_ns = d->budget_reset_ns;
+    return 1;
 }

@@ -3,7 +3,20 @@
  *
  * One dispatcher per upstream. It owns the upstream's queue and its token buckets
  * (every configured limit must grant a token: 10/s AND 5000/h), and counts the
- * requests in flight against max_in_flight.
+ * requests in flight against max_in_flight. It also owns a fair queue (limiter/fairq)
+ * that decides the release order across keys ("flows") and priority classes, and it obeys
+ * the upstream's own answers: a pause (Retry-After) and a request budget (RateLimit).
+ *
+ * Release order
+ *   - Within one dispatcher: strict priority classes (0 first, with a starvation guard),
+ *     and within a class deficit round robin across flows weighted by cost, FIFO within a
+ *     flow (see limiter/fairq.h for the exact policies). With no key and priority 0 on every
+ *     waiter (the zeroed default) there is one flow and the order is plain FIFO, as before.
+ *   - Every release still needs every upstream-wide limit to grant its cost; a flow with
+ *     per-key limits must also get its cost from its own buckets, and a flow short of them
+ *     steps aside (it never blocks the others).
+ *   - Nothing is released before a pause ends, nor beyond the upstream's budget before its
+ *     reset.
  *
  * Contract
  *   - No HTTP, no libevent, no clock: every call takes `now_ns` from the caller's
@@ -17,9 +30,11 @@
  *     dispatcher links them but never frees them.
  *
  * Invariants
- *   - The queue is FIFO; deadlines are non-decreasing from head to tail (every waiter
- *     gets now + max_wait, and a reload that shortens max_wait clamps older deadlines),
- *     so the earliest deadline is always the head's: expiry is O(1) with no per-request timer.
+ *   - Besides its place in its flow, every queued waiter is linked in one arrival-ordered
+ *     list (limiter/queue, prev/next). Deadlines are non-decreasing along it (every waiter
+ *     gets now + max_wait, and a reload that shortens max_wait clamps older deadlines), so
+ *     the earliest deadline is always its head's: expiry is O(1) with no per-request timer,
+ *     whatever the release order.
  *   - A waiter handed out by dispatch_next() has taken `cost` tokens from every bucket
  *     and counts in flight until dispatch_done(); a cancelled or expired one took nothing.
  */
@@ -33,6 +48,8 @@ struct waiter;
 struct dispatch;
 
 #define DISPATCH_MAX_LIMITS 8
+#define DISPATCH_MAX_KEY_LIMITS 4 /* per-key limits (= FAIRQ_MAX_KEY_LIMITS) */
+#define DISPATCH_MAX_CLASSES 4    /* priority classes (= FAIRQ_MAX_CLASSES) */
 #define DISPATCH_NEVER UINT64_MAX /* "no event to wait for" from dispatch_wake_ns */
 
 struct dispatch_limit {
@@ -48,14 +65,39 @@ struct dispatch_config {
     uint64_t max_wait_ns;   /* > 0 */
 };
 
+/* Fair queuing and priorities. Zero in any field means "off" or its default, so a zeroed
+ * struct (or NULL where one is taken) gives one flow and one class: the plain FIFO. This is a
+ * separate struct so that callers that fill a struct dispatch_config field by field never
+ * leave new fields uninitialised. */
+struct dispatch_fair_config {
+    const struct dispatch_limit *key_limits; /* copied; each flow gets its own buckets */
+    size_t nkey_limits;                      /* 0..DISPATCH_MAX_KEY_LIMITS; 0: none */
+    uint32_t max_keys;         /* keyed flows at most; 0: 10000. Beyond: see dispatch_submit_key */
+    uint32_t key_queue_share;  /* waiters one flow may hold; 0: no per-key cap */
+    uint64_t key_idle_ns;      /* a flow with no waiter and full buckets is freed after this
+                                  long; 0: 60 s */
+    uint32_t priority_classes; /* 0 or 1: one class; up to DISPATCH_MAX_CLASSES */
+    uint32_t priority_guard;   /* after this many releases in a row from a class while a
+                                  lower class waits, one from the lower classes; 0: 10 */
+    uint32_t quantum_tokens;   /* DRR quantum; 0: the largest cost seen (equal token shares) */
+    uint64_t key_hash_seed[2]; /* random bytes (getrandom) so clients cannot choose colliding
+                                  keys; read at dispatch_new_fair only; 0: a weak built-in seed */
+};
+
 enum dispatch_admit {
     DISPATCH_QUEUED, /* linked at the tail; will come out of next() or expired() */
     DISPATCH_FULL,   /* queue at queue_size: refuse (503 queue_full) */
     DISPATCH_LATE,   /* predicted wait exceeds max_wait: refuse now (503 deadline) */
 };
 
-/* Returns NULL on an invalid config or out of memory. Buckets start full. */
+/* Returns NULL on an invalid config or out of memory. Buckets start full. One flow, one
+ * priority class (dispatch_new_fair with fair == NULL). */
 struct dispatch *dispatch_new(const struct dispatch_config *cfg, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
+/* The same with fair queuing configured (fair may be NULL: all defaults). */
+struct dispatch *dispatch_new_fair(const struct dispatch_config *cfg,
+                                   const struct dispatch_fair_config *fair, uint64_t now_ns)
     __attribute__((warn_unused_result));
 
 /* Frees the dispatcher. Its queue must be empty (drain it with dispatch_pop first). NULL ok. */
@@ -69,6 +111,15 @@ void dispatch_free(struct dispatch *d);
 int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, uint64_t now_ns)
     __attribute__((warn_unused_result));
 
+/* dispatch_reconfigure() plus the fair-queuing config (fair == NULL: keep the current one),
+ * all or nothing. Flows, their waiters and DRR deficits are kept; per-key bucket i of every
+ * flow keeps its balance when key limit i still exists (a new one starts full). A lower
+ * max_keys or key_queue_share drops nobody: it only refuses or redirects newcomers.
+ * O(flows): a reload is rare. key_hash_seed is not changed. Returns 0 or -1. */
+int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *cfg,
+                              const struct dispatch_fair_config *fair, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
 /* Offer a waiter (its `cost` set by the caller, >= 1; 0 is stored as 1). On
  * DISPATCH_QUEUED its enqueued_ns and deadline_ns are set. The predicted wait is the time
  * for every limit to grant the tokens of the whole queue plus this one; max_in_flight is
@@ -77,16 +128,57 @@ int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, 
  * will leave (its tokens come due or its deadline, whichever is first; at least 1 ms);
  * for LATE, how much sooner the predicted wait would need to be. A cost above some
  * limit's burst can never be granted: LATE with *retry_after_ns = DISPATCH_NEVER (send no
- * Retry-After). A waiter already linked is refused as FULL. */
+ * Retry-After). A waiter already linked is refused as FULL.
+ * This is dispatch_submit_key() for the default flow (no key); when keyed flows are queued
+ * too, the predicted wait is the fair one described there. */
 enum dispatch_admit dispatch_submit(struct dispatch *d, struct waiter *w, uint64_t now_ns,
                                     uint64_t *retry_after_ns);
+
+/* What dispatch_submit_key() tells besides its verdict. */
+struct dispatch_admission {
+    uint64_t retry_after_ns;    /* on FULL and LATE, as dispatch_submit's *retry_after_ns;
+                                   for a full key: when that key's first waiter should leave */
+    uint64_t predicted_wait_ns; /* the wait estimate used for admission (all verdicts but a
+                                   full queue or key, where it is 0) */
+    int key_full;               /* on FULL: 1 if the waiter's flow holds key_queue_share
+                                   waiters (other keys still get in), 0 if the queue is full */
+};
+
+/* dispatch_submit() for a waiter of flow `key` (key_len bytes, not necessarily
+ * NUL-terminated, copied into the flow when the key is new, never kept by reference; NULL
+ * or 0: the default flow, without hashing). w->priority picks the class (values at or above
+ * priority_classes count as the lowest class). `out` may be NULL.
+ *
+ * Keys: a flow is created on first sight. At max_keys, a new key recycles the least
+ * recently idle flow if it holds no state (no waiter, full per-key buckets), else it shares
+ * the overflow flow "~overflow" (one flow for fairness, per-key limits and share); so does a
+ * key longer than 256 bytes. An active flow is never evicted. Idle flows are freed a few at
+ * a time by later submits (amortised O(1)).
+ *
+ * Refusals, in order: queue full (FULL, key_full 0); flow at key_queue_share (FULL,
+ * key_full 1); a cost above some limit's or key limit's burst (LATE, DISPATCH_NEVER);
+ * predicted wait over max_wait (LATE).
+ *
+ * Predicted wait: under round robin a newcomer of flow f waits for the tokens of about
+ * A x (f's queued cost + its own cost) across all flows, A = flows with waiters counting f,
+ * but never more than the whole queue's cost plus its own; so the upstream-wide wait is that
+ * many tokens' time. It is then raised to the time f's own buckets need for f's queued cost
+ * plus its own, to the end of a pause, and, when the budget will run out before it, to the
+ * budget's reset. With one flow this is exactly the whole-queue estimate of
+ * dispatch_submit(). Higher priority classes arriving later are not foreseen.
+ * O(1) amortised (one hash look-up). */
+enum dispatch_admit dispatch_submit_key(struct dispatch *d, struct waiter *w, const char *key,
+                                        size_t key_len, uint64_t now_ns,
+                                        struct dispatch_admission *out);
 
 /* Remove a queued waiter (its client left). It consumes no token. No-op if not queued. */
 void dispatch_cancel(struct dispatch *d, struct waiter *w);
 
-/* The next waiter allowed to go now, unlinked, with its tokens taken and counted in
- * flight; or NULL when the head must wait (tokens or max_in_flight) or the queue is empty.
- * Call repeatedly until NULL. */
+/* The next waiter allowed to go now (the fair order: see the top of this file), unlinked,
+ * with its tokens taken (upstream-wide and its flow's) and counted in flight; or NULL when
+ * the one whose turn it is must wait (tokens, max_in_flight, a pause, the budget) or nobody
+ * is eligible. Call repeatedly until NULL. O(1) amortised, plus O(log n) per flow that steps
+ * aside for its own tokens or comes back (n = such flows). */
 struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns);
 
 /* A queued waiter whose deadline has passed (deadline_ns <= now_ns), unlinked; or NULL.
@@ -94,23 +186,43 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns);
  * waiter whose tokens come due exactly at its deadline goes rather than expires. */
 struct waiter *dispatch_expired(struct dispatch *d, uint64_t now_ns);
 
-/* Unlink and return the head whatever its state (used at shutdown); NULL when empty. */
+/* Unlink and return the oldest waiter whatever its state (used at shutdown); NULL when
+ * empty. */
 struct waiter *dispatch_pop(struct dispatch *d);
 
 /* Give a released waiter its turn back at the head (the upstream refused it
  * unprocessed). The tokens it took stay spent: the upstream did see the request, and it
  * takes its cost again when released again. It stops counting in flight. Its deadline is
- * clamped to the current head's, should a reload have shortened max_wait meanwhile. */
+ * clamped to the current head's, should a reload have shortened max_wait meanwhile.
+ * With flows: it goes back at the head of its own flow (if that flow expired meanwhile, the
+ * overflow flow), and that flow to the front of its class's round, so it is the next of its
+ * class to go (its flow's own limits and the class order still apply). It ignores
+ * queue_size and key_queue_share. It still counts against the budget it was released under. */
 void dispatch_requeue_head(struct dispatch *d, struct waiter *w);
 
 /* A request handed out by dispatch_next() has finished: one fewer in flight. */
 void dispatch_done(struct dispatch *d);
 
 /* Absolute time (same clock as now_ns) of the next moment something can happen without
- * outside help: the head's tokens come due, or the head's deadline. DISPATCH_NEVER when
+ * outside help: the tokens of the waiter whose turn it is come due, a flow that stepped
+ * aside gets its own tokens back, or the oldest deadline; a release time is pushed to the
+ * end of a pause, and to the budget's reset while the budget is spent. DISPATCH_NEVER when
  * the queue is empty. While max_in_flight is reached only the deadline counts, since
- * dispatch_done() is the event that frees a slot. */
+ * dispatch_done() is the event that frees a slot. O(DISPATCH_MAX_CLASSES). */
 uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns);
+
+/* The upstream said "not before until_ns" (429/503 Retry-After): no release before then.
+ * A later pause extends, an earlier one never shortens a pause under way. Admission counts
+ * the pause in its predicted wait. Call dispatch_wake_ns() again afterwards. */
+void dispatch_pause_until(struct dispatch *d, uint64_t until_ns);
+
+/* The upstream said only `remaining` more requests may be sent before reset_ns
+ * (RateLimit / X-RateLimit-Remaining + Reset). Replaces any earlier budget: releases are
+ * counted against it (one per request, whatever its cost) and none goes while it is 0,
+ * until reset_ns, after which it no longer applies. A reset_ns at or before the latest
+ * `now` seen clears the budget. Requests already in flight are not subtracted: the caller
+ * knows better which of them the upstream had counted. */
+void dispatch_set_budget(struct dispatch *d, uint64_t remaining, uint64_t reset_ns);
 
 /* Observers, for metrics and the status page. */
 size_t dispatch_queue_len(const struct dispatch *d);
@@ -119,5 +231,22 @@ uint32_t dispatch_in_flight(const struct dispatch *d);
 size_t dispatch_nlimits(const struct dispatch *d);
 /* Tokens of limit `limit_index` now; 0 for an index out of range. */
 double dispatch_tokens(const struct dispatch *d, size_t limit_index, uint64_t now_ns);
+/* Keyed flows allocated now (default and overflow flows not counted), flows holding
+ * waiters, and flows stepped aside for their own tokens. */
+size_t dispatch_nkeys(const struct dispatch *d);
+size_t dispatch_active_flows(const struct dispatch *d);
+size_t dispatch_parked_flows(const struct dispatch *d);
+/* Waiters queued under `key` (0 for an unknown key). No flow is created. */
+size_t dispatch_key_queue_len(const struct dispatch *d, const char *key, size_t key_len);
+/* Tokens of per-key limit `limit_index` for `key` now (for RateLimit headers to the client):
+ * a key without a flow has a full bucket; 0 for an index out of range. No flow is created. */
+double dispatch_key_tokens(const struct dispatch *d, const char *key, size_t key_len,
+                           size_t limit_index, uint64_t now_ns);
+size_t dispatch_nkey_limits(const struct dispatch *d);
+/* The pause end (0 if none was ever set); whether a budget applies at now_ns, and if so
+ * the requests left and the reset time. */
+uint64_t dispatch_paused_until(const struct dispatch *d);
+int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
+                    uint64_t *reset_ns);
 
 #endif

@@ -19,14 +19,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct fairq_flow;
+
+/* Embedded in its owner's object (proxy: struct request), zero-initialised by the owner,
+ * which sets `cost`, `priority` and `data` before submitting it. Everything else is written
+ * by limiter/ (dispatch, queue, fairq) and is only to be read by the owner. A zeroed waiter
+ * belongs to the default flow (no key) at priority 0, which is exactly the pre-fairness
+ * behaviour. */
 struct waiter {
-    struct waiter *prev, *next; /* links; meaningful only while queued */
-    uint64_t enqueued_ns;       /* when it entered the queue */
-    uint64_t deadline_ns;       /* when it must leave the queue, released or not */
-    uint32_t cost;              /* tokens it takes from every limit when released (>= 1);
-                                   fixed while queued (cost_sum counts it) */
-    uint8_t queued;             /* 1 while linked in a queue */
-    void *data;                 /* the owner's object; never touched by limiter/ */
+    struct waiter *prev, *next;   /* arrival-order links (limiter/queue: the dispatcher's
+                                     deadline list); meaningful only while queued */
+    struct waiter *fprev, *fnext; /* links in its flow's FIFO for its priority class
+                                     (limiter/fairq); meaningful only while queued */
+    struct fairq_flow *flow;      /* the flow it is queued in; NULL when not queued
+                                     (limiter/fairq); never dereference it outside limiter/ */
+    uint64_t flow_id;             /* identity of that flow, kept after release so that
+                                     dispatch_requeue_head() can find it again if it still
+                                     exists (limiter/fairq) */
+    uint64_t flow_hash;           /* that flow's key hash, for the same look-up */
+    uint64_t enqueued_ns;         /* when it entered the queue */
+    uint64_t deadline_ns;         /* when it must leave the queue, released or not */
+    uint32_t cost;                /* tokens it takes from every limit when released (>= 1);
+                                     fixed while queued (cost_sum counts it) */
+    uint8_t priority;             /* set by the owner: class 0 is served first; values at or
+                                     above the dispatcher's classes count as the lowest */
+    uint8_t prio_class;           /* the class it was queued in (limiter/fairq) */
+    uint8_t queued;               /* 1 while linked in a queue */
+    void *data;                   /* the owner's object; never touched by limiter/ */
 };
 
 struct queue {
