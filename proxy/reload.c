@@ -19,6 +19,11 @@
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 
+/* The two enums list the same levels in the same order. */
+_Static_assert((int)CONF_LOG_ERROR == (int)LOG_LEVEL_ERROR &&
+                   (int)CONF_LOG_DEBUG == (int)LOG_LEVEL_DEBUG,
+               "conf and log levels must match");
+
 struct confgen *confgen_new(struct conf *c)
 {
     struct confgen *g = calloc(1, sizeof(*g));
@@ -246,11 +251,12 @@ int reload_config(struct server *s)
         goto failed;
     }
     commit(s, &p);
-    log_set_level((enum log_level)s->conf->log_level);
     if (s->metrics != NULL)
         metrics_config_loaded(s->metrics, 1, (int64_t)time(NULL));
+    /* Said at the old level, so that a reload to a quieter level is still reported. */
     log_info("reloaded %s: %zu upstream(s), %zu route(s), %zu listener(s)", s->conf->path,
              s->conf->nupstreams, s->conf->nroutes, s->conf->nlisten);
+    log_set_level((enum log_level)s->conf->log_level);
     return 0;
 failed:
     log_error("reload failed, the previous configuration keeps serving: %s", err);
