@@ -1,0 +1,722 @@
+/*
+ * tests/unit/test_fairq: fair queuing through limiter/dispatch (with the real fairq, bucket
+ * and queue) against a fake clock: round robin across keys, cost weighting, per-key limits,
+ * per-key queue share, priorities and the starvation guard, the key cap with its overflow
+ * flow and idle expiry, the upstream's pause and budget, deadlines in arrival order while
+ * release order is fair, cancel, requeue and reconfigure.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "limiter/dispatch.h"
+#include "limiter/queue.h"
+#include "tests/unit/fakeclock.h"
+
+#define NW 2000
+
+static struct waiter w[NW];
+static const char *wkey[NW]; /* the key each waiter was submitted with */
+
+static int setup(void **state)
+{
+    memset(w, 0, sizeof(w));
+    memset(wkey, 0, sizeof(wkey));
+    for (int i = 0; i < NW; i++) {
+        w[i].cost = 1;
+        w[i].data = &w[i];
+    }
+    return 0;
+}
+
+static struct dispatch_config config(const struct dispatch_limit *limits, uint32_t max_in_flight,
+                                     uint32_t queue_size, uint64_t max_wait_ns)
+{
+    return (struct dispatch_config){
+        .limits = limits,
+        .nlimits = 1,
+        .max_in_flight = max_in_flight,
+        .queue_size = queue_size,
+        .max_wait_ns = max_wait_ns,
+    };
+}
+
+static struct dispatch *make(double rate, double burst, uint32_t queue_size, uint64_t max_wait_ns,
+                             const struct dispatch_fair_config *fair)
+{
+    static struct dispatch_limit lim[1];
+    lim[0] = (struct dispatch_limit){rate, burst};
+    struct dispatch_config cfg = config(lim, 1000000, queue_size, max_wait_ns);
+    struct dispatch *d = dispatch_new_fair(&cfg, fair, fake_now());
+
+    assert_non_null(d);
+    return d;
+}
+
+static enum dispatch_admit submit(struct dispatch *d, int i, const char *key,
+                                  struct dispatch_admission *out)
+{
+    enum dispatch_admit a =
+        dispatch_submit_key(d, &w[i], key, key != NULL ? strlen(key) : 0, fake_now(), out);
+    if (a == DISPATCH_QUEUED)
+        wkey[i] = key;
+    return a;
+}
+
+static void submit_ok(struct dispatch *d, int i, const char *key)
+{
+    assert_int_equal(submit(d, i, key, NULL), DISPATCH_QUEUED);
+    assert_int_equal(w[i].queued, 1);
+}
+
+static int idx(const struct waiter *x) { return (int)(x - w); }
+
+/* Release everything allowed now, done at once; store the indexes in order[]. */
+static size_t release_now(struct dispatch *d, int *order, size_t max)
+{
+    size_t n = 0;
+    struct waiter *x;
+
+    while (n < max && (x = dispatch_next(d, fake_now())) != NULL) {
+        order[n++] = idx(x);
+        dispatch_done(d);
+    }
+    return n;
+}
+
+/* Release `count` waiters, moving the clock to each wake-up; their indexes in order[]. */
+static void release_timed(struct dispatch *d, int *order, size_t count)
+{
+    size_t n = 0;
+
+    while (n < count) {
+        n += release_now(d, order + n, count - n);
+        if (n == count)
+            break;
+        uint64_t wake = dispatch_wake_ns(d, fake_now());
+        assert_true(wake != DISPATCH_NEVER);
+        assert_true(wake > fake_now()); /* nothing left to do now: no spinning */
+        fake_advance_ns(wake - fake_now());
+    }
+}
+
+static void drain_free(struct dispatch *d)
+{
+    while (dispatch_pop(d) != NULL)
+        ;
+    dispatch_free(d);
+}
+
+/* The issue's scenario: A queues 500, B then queues 10; B's 10 go within about
+ * 10 x 2 releases (two active keys), not behind A's 500, and in B's own order. */
+static void test_flood_does_not_delay_other_key(void **state)
+{
+    struct dispatch *d = make(10, 1, 1000, 3600 * NS_PER_SEC, NULL);
+    uint64_t t0 = fake_now();
+    int order[40];
+
+    for (int i = 0; i < 500; i++)
+        submit_ok(d, i, "A");
+    for (int i = 500; i < 510; i++)
+        submit_ok(d, i, "B");
+    assert_int_equal(dispatch_active_flows(d), 2);
+    assert_int_equal(dispatch_nkeys(d), 2);
+
+    release_timed(d, order, 21);
+    int nb = 0, next_a = 0, next_b = 500;
+    for (int k = 0; k < 21; k++) {
+        if (strcmp(wkey[order[k]], "B") == 0) {
+            assert_int_equal(order[k], next_b++); /* FIFO within B */
+            nb++;
+        } else {
+            assert_int_equal(order[k], next_a++); /* FIFO within A */
+        }
+    }
+    assert_int_equal(nb, 10);
+    /* 21 releases at 10/s with a burst of 1: 2 s, i.e. 10 x 2 keys / rate. */
+    assert_true(fake_now() - t0 <= 2 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_queue_len(d, "B", 1), 0);
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 489);
+    assert_int_equal(dispatch_active_flows(d), 1);
+    drain_free(d);
+}
+
+/* Costs: a flow of cost-5 requests and one of cost-1 requests get equal token shares. */
+static void test_weighted_costs(void **state)
+{
+    struct dispatch *d = make(100, 5, 1000, 3600 * NS_PER_SEC, NULL);
+    int order[400];
+
+    for (int i = 0; i < 100; i++) {
+        w[i].cost = 5;
+        submit_ok(d, i, "heavy");
+    }
+    for (int i = 100; i < 600; i++)
+        submit_ok(d, i, "light");
+
+    release_timed(d, order, 360);
+    uint64_t heavy = 0, light = 0;
+    for (int k = 0; k < 360; k++) {
+        if (w[order[k]].cost == 5)
+            heavy += 5;
+        else
+            light += 1;
+    }
+    /* 60 heavy (300 tokens) vs 300 light; a round's worth of slack. */
+    assert_true(heavy >= light - 5 && heavy <= light + 5);
+    assert_int_equal(heavy + light, 600);
+    drain_free(d);
+}
+
+/* A configured quantum smaller than the costs still serves everyone (a turn is never
+ * smaller than the head's cost), O(1) per choice. */
+static void test_small_quantum(void **state)
+{
+    struct dispatch_fair_config fair = {.quantum_tokens = 1};
+    struct dispatch *d = make(1000, 1000, 100, 3600 * NS_PER_SEC, &fair);
+    int order[8];
+
+    w[0].cost = w[1].cost = 3;
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "A");
+    submit_ok(d, 2, "B");
+    submit_ok(d, 3, "B");
+    assert_int_equal(release_now(d, order, 8), 4);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 2);
+    assert_int_equal(order[2], 1);
+    assert_int_equal(order[3], 3);
+    drain_free(d);
+}
+
+/* Per-key limits: a key at its own limit steps aside; others go; wake-up is its due time. */
+static void test_key_limits(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 1}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    struct dispatch *d = make(100, 100, 100, 60 * NS_PER_SEC, &fair);
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, i, "A");
+    assert_int_equal(release_now(d, order, 8), 1); /* A's own token */
+    assert_int_equal(order[0], 0);
+    assert_int_equal(dispatch_parked_flows(d), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC);
+    assert_float_equal(dispatch_key_tokens(d, "A", 1, 0, fake_now()), 0, 1e-9);
+    assert_float_equal(dispatch_key_tokens(d, "nobody", 6, 0, fake_now()), 1, 1e-9);
+
+    /* B is not blocked by A. */
+    fake_advance_ms(10);
+    submit_ok(d, 10, "B");
+    submit_ok(d, 11, "B");
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 10);
+    assert_int_equal(dispatch_parked_flows(d), 2);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC);
+
+    fake_advance_ns(t0 + NS_PER_SEC - 1 - fake_now());
+    assert_null(dispatch_next(d, fake_now()));
+    fake_advance_ns(1);
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 1010 * NS_PER_MS); /* B's due */
+    fake_advance_ms(10);
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 11);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+
+    /* The admission estimate counts the key's own limit: 2 queued ahead at 1/s. */
+    struct dispatch_admission adm;
+    submit_ok(d, 3, "A");
+    assert_int_equal(submit(d, 4, "A", &adm), DISPATCH_QUEUED);
+    /* A's 2, 3 and 4 get A's tokens at t0 + 2, 3 and 4 s. */
+    assert_int_equal(adm.predicted_wait_ns, 3 * NS_PER_SEC - 10 * NS_PER_MS);
+    /* A cost above the key's burst can never go. */
+    w[5].cost = 2;
+    assert_int_equal(submit(d, 5, "C", &adm), DISPATCH_LATE);
+    assert_int_equal(adm.retry_after_ns, DISPATCH_NEVER);
+    drain_free(d);
+}
+
+/* Per-key queue share: the flooding key is refused, others still get in. */
+static void test_key_queue_share(void **state)
+{
+    struct dispatch_fair_config fair = {.key_queue_share = 3};
+    struct dispatch *d = make(1, 1, 5, 3600 * NS_PER_SEC, &fair);
+    struct dispatch_admission adm;
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, i, "A");
+    assert_int_equal(submit(d, 3, "A", &adm), DISPATCH_FULL);
+    assert_int_equal(adm.key_full, 1);
+    assert_true(adm.retry_after_ns >= NS_PER_MS);
+    assert_int_equal(w[3].queued, 0);
+    submit_ok(d, 4, "B");
+    submit_ok(d, 5, "B");
+    /* Now the whole queue (5) is full: that is not the key's fault. */
+    assert_int_equal(submit(d, 6, "C", &adm), DISPATCH_FULL);
+    assert_int_equal(adm.key_full, 0);
+    /* A release from A makes room in A. */
+    assert_int_equal(idx(dispatch_next(d, fake_now())), 0);
+    assert_int_equal(submit(d, 3, "A", &adm), DISPATCH_QUEUED);
+    drain_free(d);
+}
+
+/* Strict priorities with the guard: after 3 releases of class 0 while class 1 waits, one
+ * of class 1; nothing of class 1 when class 0 is alone... and class 2 is not starved by 1. */
+static void test_priorities_guard(void **state)
+{
+    struct dispatch_fair_config fair = {.priority_classes = 3, .priority_guard = 3};
+    struct dispatch *d = make(1e6, 1e6, 1000, 3600 * NS_PER_SEC, &fair);
+    int order[64];
+
+    for (int i = 0; i < 12; i++) {
+        w[i].priority = 0;
+        submit_ok(d, i, "hi");
+    }
+    fake_advance_ms(1);
+    for (int i = 20; i < 24; i++) {
+        w[i].priority = 1;
+        submit_ok(d, i, "mid");
+    }
+    fake_advance_ms(1);
+    for (int i = 30; i < 33; i++) {
+        w[i].priority = 9; /* beyond the classes: the lowest */
+        submit_ok(d, i, "low");
+    }
+    /* The guard's release goes to the lower class whose next waiter is oldest: class 1's
+     * while they are older, then class 2's (aging), never a starved class 2. */
+    assert_int_equal(release_now(d, order, 64), 19);
+    const int expect[19] = {0, 1, 2, 20, 3, 4, 5, 21, 6, 7, 8, 22, 9, 10, 11, 30, 23, 31, 32};
+    for (int k = 0; k < 19; k++)
+        assert_int_equal(order[k], expect[k]);
+
+    /* A class-0 waiter arriving later still goes before the lower classes. */
+    w[40].priority = 1;
+    submit_ok(d, 40, "mid");
+    w[41].priority = 0;
+    submit_ok(d, 41, "hi2");
+    assert_int_equal(release_now(d, order, 64), 2);
+    assert_int_equal(order[0], 41);
+    assert_int_equal(order[1], 40);
+    dispatch_free(d);
+}
+
+/* Priorities and fairness together: within class 0, two keys alternate. */
+static void test_priority_with_keys(void **state)
+{
+    struct dispatch_fair_config fair = {.priority_classes = 2, .priority_guard = 100};
+    struct dispatch *d = make(1e6, 1e6, 1000, 3600 * NS_PER_SEC, &fair);
+    int order[16];
+
+    w[0].priority = 1;
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "A");
+    submit_ok(d, 2, "A");
+    submit_ok(d, 3, "B");
+    submit_ok(d, 4, "B");
+    assert_int_equal(release_now(d, order, 16), 5);
+    const int expect[5] = {1, 3, 2, 4, 0};
+    for (int k = 0; k < 5; k++)
+        assert_int_equal(order[k], expect[k]);
+    dispatch_free(d);
+}
+
+/* The key cap: active keys are never evicted; newcomers share "~overflow"; an idle key
+ * without state is recycled; idle keys expire; a flood of keys stays within max_keys. */
+static void test_max_keys_overflow_idle(void **state)
+{
+    struct dispatch_fair_config fair = {.max_keys = 3, .key_idle_ns = 10 * NS_PER_SEC};
+    struct dispatch *d = make(1000, 1000, 1000, 3600 * NS_PER_SEC, &fair);
+    int order[16];
+
+    submit_ok(d, 0, "k0");
+    submit_ok(d, 1, "k1");
+    submit_ok(d, 2, "k2");
+    assert_int_equal(dispatch_nkeys(d), 3);
+    submit_ok(d, 3, "k3"); /* at the cap, every key active: overflow */
+    submit_ok(d, 4, "k4");
+    assert_int_equal(dispatch_nkeys(d), 3);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 2);
+    assert_int_equal(dispatch_key_queue_len(d, "k3", 2), 0);
+    assert_int_equal(dispatch_key_queue_len(d, "k0", 2), 1);
+    assert_int_equal(dispatch_active_flows(d), 4);
+
+    /* Fair between the three keys and the overflow flow. */
+    assert_int_equal(release_now(d, order, 16), 5);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[3], 3);
+    assert_int_equal(order[4], 4);
+
+    /* All idle now with full buckets (no key limits): a new key recycles the oldest idle. */
+    submit_ok(d, 5, "k5");
+    assert_int_equal(dispatch_nkeys(d), 3);
+    assert_int_equal(dispatch_key_queue_len(d, "k5", 2), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 0);
+
+    /* Idle expiry, a few per submit: after 10 s the idle ones go. */
+    assert_int_equal(release_now(d, order, 16), 1);
+    fake_advance_ms(10000);
+    submit_ok(d, 6, NULL); /* the default flow does no expiry work... */
+    assert_int_equal(dispatch_nkeys(d), 3);
+    submit_ok(d, 7, "k7"); /* ...a keyed submit looks at up to 2 idle flows */
+    assert_int_equal(dispatch_nkeys(d), 2);
+    submit_ok(d, 8, "k8");
+    assert_int_equal(dispatch_nkeys(d), 2); /* k5 expired, k8 created */
+    drain_free(d);
+
+    /* A flood of distinct keys: memory stays at max_keys flows. */
+    fair.max_keys = 50;
+    d = make(1e6, 1e6, 2000, 3600 * NS_PER_SEC, &fair);
+    static char keys[NW][24];
+    for (int i = 0; i < 1500; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "flood%d", i);
+        submit_ok(d, i, keys[i]);
+        assert_true(dispatch_nkeys(d) <= 50);
+        if (i % 7 == 0)
+            release_now(d, order, 16);
+    }
+    assert_int_equal(dispatch_nkeys(d), 50);
+    drain_free(d);
+}
+
+/* With per-key limits, an idle key whose bucket is not full yet is not recycled (that would
+ * hand it a fresh burst): the newcomer uses the overflow flow. */
+static void test_cap_keeps_key_state(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 5}};
+    struct dispatch_fair_config fair = {
+        .key_limits = klim, .nkey_limits = 1, .max_keys = 1, .key_idle_ns = NS_PER_SEC};
+    struct dispatch *d = make(1000, 1000, 100, 3600 * NS_PER_SEC, &fair);
+    int order[4];
+
+    submit_ok(d, 0, "a");
+    assert_int_equal(release_now(d, order, 4), 1);
+    submit_ok(d, 1, "b");
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_float_equal(dispatch_key_tokens(d, "a", 1, 0, fake_now()), 4, 1e-9);
+    /* Idle for 1 s but the bucket is full only at +1 s: expiry waits for both. */
+    fake_advance_ms(1000);
+    submit_ok(d, 2, "c"); /* a expires first (idle 1 s, bucket full again): room for c */
+    assert_int_equal(dispatch_nkeys(d), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "a", 1), 0);
+    assert_int_equal(dispatch_key_queue_len(d, "c", 1), 1);
+    submit_ok(d, 3, "d"); /* c is active: d shares the overflow flow with b */
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 2);
+    drain_free(d);
+}
+
+/* Keys are copied: the caller's buffer may change after submit; long keys overflow. */
+static void test_key_copied_and_long(void **state)
+{
+    struct dispatch *d = make(1, 1, 100, 3600 * NS_PER_SEC, NULL);
+    char buf[8] = "alpha";
+    char longkey[300];
+
+    assert_int_equal(dispatch_submit_key(d, &w[0], buf, 5, fake_now(), NULL), DISPATCH_QUEUED);
+    memcpy(buf, "omega", 5);
+    assert_int_equal(dispatch_key_queue_len(d, "alpha", 5), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "omega", 5), 0);
+    /* Not NUL-terminated, binary bytes fine: "al" is its own key. */
+    assert_int_equal(dispatch_submit_key(d, &w[1], "alpha", 2, fake_now(), NULL), DISPATCH_QUEUED);
+    assert_int_equal(dispatch_key_queue_len(d, "al", 2), 1);
+    memset(longkey, 'x', sizeof(longkey));
+    assert_int_equal(dispatch_submit_key(d, &w[2], longkey, sizeof(longkey), fake_now(), NULL),
+                     DISPATCH_QUEUED);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_int_equal(dispatch_nkeys(d), 2);
+    drain_free(d);
+}
+
+/* The upstream's pause: nothing before its end; wake-up at its end; admission counts it. */
+static void test_pause_until(void **state)
+{
+    struct dispatch *d = make(10, 10, 100, 3 * NS_PER_SEC, NULL);
+    uint64_t t0 = fake_now();
+    int order[8];
+    struct dispatch_admission adm;
+
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "B");
+    dispatch_pause_until(d, t0 + 2 * NS_PER_SEC);
+    dispatch_pause_until(d, t0 + NS_PER_SEC); /* an earlier end does not shorten it */
+    assert_int_equal(dispatch_paused_until(d), t0 + 2 * NS_PER_SEC);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+    assert_int_equal(submit(d, 2, "C", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 2 * NS_PER_SEC);
+
+    /* A pause longer than max_wait: refuse with an honest retry. */
+    dispatch_pause_until(d, t0 + 5 * NS_PER_SEC);
+    assert_int_equal(submit(d, 3, "D", &adm), DISPATCH_LATE);
+    assert_int_equal(adm.retry_after_ns, 2 * NS_PER_SEC);
+    /* The deadline comes first now: the wake-up is the deadline. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
+
+    fake_advance_ns(5 * NS_PER_SEC - 1);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[0]);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[1]);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[2]);
+    submit_ok(d, 4, "E");
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 5 * NS_PER_SEC);
+    fake_advance_ns(1);
+    assert_int_equal(release_now(d, order, 8), 1);
+    dispatch_free(d);
+}
+
+/* The upstream's budget: no more than `remaining` releases before its reset. */
+static void test_budget(void **state)
+{
+    struct dispatch *d = make(1000, 1000, 100, 60 * NS_PER_SEC, NULL);
+    uint64_t t0 = fake_now();
+    int order[16];
+    uint64_t left, reset;
+
+    for (int i = 0; i < 6; i++)
+        submit_ok(d, i, i % 2 ? "A" : "B");
+    dispatch_set_budget(d, 3, t0 + 5 * NS_PER_SEC);
+    assert_int_equal(dispatch_budget(d, fake_now(), &left, &reset), 1);
+    assert_int_equal(left, 3);
+    assert_int_equal(release_now(d, order, 16), 3);
+    assert_int_equal(dispatch_budget(d, fake_now(), &left, &reset), 1);
+    assert_int_equal(left, 0);
+    assert_int_equal(reset, t0 + 5 * NS_PER_SEC);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 5 * NS_PER_SEC);
+    /* Admission: the budget is spent, so a newcomer waits for the reset. */
+    struct dispatch_admission adm;
+    assert_int_equal(submit(d, 6, "C", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 5 * NS_PER_SEC);
+
+    fake_advance_ns(5 * NS_PER_SEC - 1);
+    assert_null(dispatch_next(d, fake_now()));
+    fake_advance_ns(1);
+    assert_int_equal(dispatch_budget(d, fake_now(), NULL, NULL), 0);
+    assert_int_equal(release_now(d, order, 16), 4); /* the budget no longer applies */
+
+    /* A new budget replaces the old; a reset in the past clears it. */
+    for (int i = 10; i < 14; i++)
+        submit_ok(d, i, "A");
+    dispatch_set_budget(d, 1, fake_now() + NS_PER_SEC);
+    dispatch_set_budget(d, 2, fake_now() + NS_PER_SEC);
+    assert_int_equal(release_now(d, order, 16), 2);
+    dispatch_set_budget(d, 0, fake_now());
+    assert_int_equal(dispatch_budget(d, fake_now(), NULL, NULL), 0);
+    assert_int_equal(release_now(d, order, 16), 2);
+    dispatch_free(d);
+}
+
+/* Deadlines expire in arrival order although releases follow the fair order: B's second
+ * waiter, arrived after A's last two, goes before them, and they expire (oldest first). */
+static void test_deadlines_with_fair_order(void **state)
+{
+    struct dispatch *d = make(1, 1, 100, 3500 * NS_PER_MS, NULL);
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, i, "A");
+    fake_advance_ms(100);
+    submit_ok(d, 4, "B");
+    submit_ok(d, 5, "B");
+    release_timed(d, order, 4);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 4);
+    assert_int_equal(order[2], 1);
+    assert_int_equal(order[3], 5);
+    assert_int_equal(fake_now(), t0 + 3100 * NS_PER_MS); /* one a second from t0 + 0.1 s */
+    /* A's 2 would get a token at t0 + 4.1 s, after its deadline at t0 + 3.5 s. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 3500 * NS_PER_MS);
+    fake_advance_ms(399);
+    assert_null(dispatch_expired(d, fake_now()));
+    fake_advance_ms(1);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[2]);
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[3]);
+    assert_null(dispatch_expired(d, fake_now()));
+    assert_int_equal(dispatch_queue_len(d), 0);
+    assert_int_equal(dispatch_active_flows(d), 0);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    dispatch_free(d);
+}
+
+/* Cancel from the middle, the head and the tail of a flow; of a parked flow's head. */
+static void test_cancel_in_flows(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 1}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    struct dispatch *d = make(1000, 1000, 100, 60 * NS_PER_SEC, &fair);
+    int order[16];
+
+    for (int i = 0; i < 5; i++)
+        submit_ok(d, i, "A");
+    submit_ok(d, 5, "B");
+    dispatch_cancel(d, &w[2]); /* middle */
+    dispatch_cancel(d, &w[0]); /* head */
+    dispatch_cancel(d, &w[4]); /* tail */
+    dispatch_cancel(d, &w[4]); /* again: no-op */
+    assert_int_equal(w[2].queued, 0);
+    assert_null(w[2].flow);
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 2);
+    assert_int_equal(dispatch_queue_len(d), 3);
+    assert_int_equal(release_now(d, order, 16), 2);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 5);
+    /* A is parked with 3 at its head; cancelling it leaves 3's follower... none: A empties. */
+    assert_int_equal(dispatch_parked_flows(d), 1);
+    dispatch_cancel(d, &w[3]);
+    assert_int_equal(dispatch_parked_flows(d), 0);
+    assert_int_equal(dispatch_active_flows(d), 0);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+
+    /* A parked head with a cheaper follower: cancel the head, the follower is looked at
+     * again (and parked again at its own due time). */
+    fake_advance_ms(1000);
+    w[6].cost = 1;
+    submit_ok(d, 6, "C");
+    submit_ok(d, 7, "C");
+    submit_ok(d, 8, "C");
+    assert_int_equal(release_now(d, order, 16), 1);
+    assert_int_equal(dispatch_parked_flows(d), 1);
+    dispatch_cancel(d, &w[7]);
+    assert_int_equal(release_now(d, order, 16), 0);
+    assert_int_equal(dispatch_parked_flows(d), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + NS_PER_SEC);
+    drain_free(d);
+}
+
+/* Requeue: back at the head of its own flow, and first of its class; a flow that expired
+ * meanwhile sends it to the overflow flow. */
+static void test_requeue_head_flows(void **state)
+{
+    struct dispatch_fair_config fair = {.key_idle_ns = NS_PER_SEC, .max_keys = 1};
+    struct dispatch *d = make(1000, 1000, 100, 60 * NS_PER_SEC, &fair);
+    int order[16];
+
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "A");
+    submit_ok(d, 2, NULL);
+    submit_ok(d, 3, NULL);
+    struct waiter *x = dispatch_next(d, fake_now());
+    assert_ptr_equal(x, &w[0]);
+    assert_int_equal(idx(dispatch_next(d, fake_now())), 2);
+    dispatch_requeue_head(d, &w[0]);
+    assert_int_equal(dispatch_in_flight(d), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 2);
+    assert_int_equal(release_now(d, order, 16), 3);
+    assert_int_equal(order[0], 0); /* its turn again, before the default flow's 3 */
+    assert_int_equal(order[1], 3);
+    assert_int_equal(order[2], 1);
+
+    /* The released w[1] comes back after A expired and another key took its place. */
+    fake_advance_ms(2000);
+    submit_ok(d, 5, "B"); /* expires A (idle 2 s), creates B */
+    assert_int_equal(dispatch_nkeys(d), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 0);
+    dispatch_requeue_head(d, &w[1]);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_int_equal(idx(dispatch_next(d, fake_now())), 1);
+    drain_free(d);
+}
+
+/* Reconfigure keeps flows, waiters and per-key balances; new per-key limits start full. */
+static void test_reconfigure_keeps_flows(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 2}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    static struct dispatch_limit lim[1] = {{1000, 1000}};
+    struct dispatch_config cfg = config(lim, 100, 100, 60 * NS_PER_SEC);
+    struct dispatch *d = dispatch_new_fair(&cfg, &fair, fake_now());
+    int order[16];
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, i, "A");
+    submit_ok(d, 4, "B");
+    assert_int_equal(release_now(d, order, 16), 3); /* A0, B4, A1; A parked */
+    assert_float_equal(dispatch_key_tokens(d, "A", 1, 0, fake_now()), 0, 1e-9);
+
+    /* Invalid: nothing changes. */
+    const struct dispatch_limit bad[] = {{0, 1}};
+    struct dispatch_fair_config badfair = {.key_limits = bad, .nkey_limits = 1};
+    assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &badfair, fake_now()), -1);
+    badfair = (struct dispatch_fair_config){.priority_classes = 5};
+    assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &badfair, fake_now()), -1);
+    assert_int_equal(dispatch_nkey_limits(d), 1);
+
+    /* Bigger burst, and a second per-key limit. */
+    const struct dispatch_limit next[] = {{1, 4}, {10, 10}};
+    struct dispatch_fair_config nfair = {.key_limits = next, .nkey_limits = 2};
+    assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &nfair, fake_now()), 0);
+    assert_int_equal(dispatch_nkey_limits(d), 2);
+    assert_int_equal(dispatch_nkeys(d), 2);
+    assert_int_equal(dispatch_queue_len(d), 2);
+    assert_float_equal(dispatch_key_tokens(d, "A", 1, 0, fake_now()), 0, 1e-9); /* kept */
+    assert_float_equal(dispatch_key_tokens(d, "A", 1, 1, fake_now()), 10, 1e-9); /* new */
+    assert_float_equal(dispatch_key_tokens(d, "B", 1, 0, fake_now()), 1, 1e-9); /* kept */
+    assert_int_equal(release_now(d, order, 16), 0);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + NS_PER_SEC);
+    /* A plain reconfigure keeps the fair config. */
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(dispatch_nkey_limits(d), 2);
+    fake_advance_ms(1000);
+    assert_int_equal(release_now(d, order, 16), 1);
+    assert_int_equal(order[0], 2);
+    drain_free(d);
+}
+
+/* The predicted wait with several flows: a newcomer of a quiet key is not refused for the
+ * flood ahead of it; the flooding key is, exactly as with one flow. */
+static void test_late_estimate_fair(void **state)
+{
+    struct dispatch *d = make(1, 1, 100, 10 * NS_PER_SEC, NULL);
+    struct dispatch_admission adm;
+
+    for (int i = 0; i < 11; i++)
+        submit_ok(d, i, "A"); /* waits 0..10 s */
+    assert_int_equal(submit(d, 11, "A", &adm), DISPATCH_LATE);
+    assert_int_equal(adm.predicted_wait_ns, 11 * NS_PER_SEC);
+    assert_int_equal(adm.retry_after_ns, NS_PER_SEC);
+    /* B: 2 active flows x 1 token = 2 tokens, 1 s (the first is in the burst). */
+    assert_int_equal(submit(d, 12, "B", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, NS_PER_SEC);
+    /* B's second: 2 x 2 = 4 tokens; C's first: 3 x 1. */
+    assert_int_equal(submit(d, 13, "B", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 3 * NS_PER_SEC);
+    assert_int_equal(submit(d, 14, "C", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 2 * NS_PER_SEC);
+    /* The old unkeyed path sees the same fair estimate for the default flow. */
+    uint64_t retry = 0;
+    assert_int_equal(dispatch_submit(d, &w[15], fake_now(), &retry), DISPATCH_QUEUED);
+    drain_free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_flood_does_not_delay_other_key, setup),
+        cmocka_unit_test_setup(test_weighted_costs, setup),
+        cmocka_unit_test_setup(test_small_quantum, setup),
+        cmocka_unit_test_setup(test_key_limits, setup),
+        cmocka_unit_test_setup(test_key_queue_share, setup),
+        cmocka_unit_test_setup(test_priorities_guard, setup),
+        cmocka_unit_test_setup(test_priority_with_keys, setup),
+        cmocka_unit_test_setup(test_max_keys_overflow_idle, setup),
+        cmocka_unit_test_setup(test_cap_keeps_key_state, setup),
+        cmocka_unit_test_setup(test_key_copied_and_long, setup),
+        cmocka_unit_test_setup(test_pause_until, setup),
+        cmocka_unit_test_setup(test_budget, setup),
+        cmocka_unit_test_setup(test_deadlines_with_fair_order, setup),
+        cmocka_unit_test_setup(test_cancel_in_flows, setup),
+        cmocka_unit_test_setup(test_requeue_head_flows, setup),
+        cmocka_unit_test_setup(test_reconfigure_keeps_flows, setup),
+        cmocka_unit_test_setup(test_late_estimate_fair, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
