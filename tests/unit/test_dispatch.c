@@ -590,6 +590,104 @@ static void test_free_unlinks(void **state)
     assert_null(w[0].next);
 }
 
+/* The fair-queuing config: invalid values refused at new and reconfigure; NULL and a zeroed
+ * struct are the plain FIFO of dispatch_new. */
+static void test_fair_config(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 5}};
+    const struct dispatch_limit five[5] = {{1, 1}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    const struct dispatch_limit bad[] = {{1, 0}};
+    struct dispatch_config cfg = config(lim, 1, 1, 10, NS_PER_SEC);
+    struct dispatch_fair_config fairs[] = {
+        {.key_limits = five, .nkey_limits = 5},
+        {.key_limits = NULL, .nkey_limits = 1},
+        {.key_limits = bad, .nkey_limits = 1},
+        {.priority_classes = DISPATCH_MAX_CLASSES + 1},
+    };
+
+    for (size_t i = 0; i < sizeof(fairs) / sizeof(fairs[0]); i++) {
+        if (dispatch_new_fair(&cfg, &fairs[i], fake_now()) != NULL)
+            fail_msg("fair config %zu accepted", i);
+    }
+    assert_null(dispatch_new_fair(NULL, NULL, fake_now()));
+    struct dispatch_fair_config zero = {0};
+    struct dispatch *d = dispatch_new_fair(&cfg, &zero, fake_now());
+    assert_non_null(d);
+    for (size_t i = 0; i < sizeof(fairs) / sizeof(fairs[0]); i++)
+        assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &fairs[i], fake_now()), -1);
+    struct dispatch_fair_config four = {.key_limits = five, .nkey_limits = 4,
+                                        .priority_classes = DISPATCH_MAX_CLASSES};
+    assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &four, fake_now()), 0);
+    assert_int_equal(dispatch_nkey_limits(d), 4);
+    dispatch_free(d);
+
+    /* Unkeyed waiters use no hash table at all. */
+    d = make(lim, 1, 1, 10, NS_PER_SEC);
+    submit_ok(d, &w[0]);
+    assert_int_equal(dispatch_nkeys(d), 0);
+    assert_int_equal(dispatch_active_flows(d), 1);
+    assert_int_equal(dispatch_key_queue_len(d, NULL, 0), 1);
+    drain_free(d);
+}
+
+/* Priorities on the unkeyed path: class 0 first, FIFO within a class. */
+static void test_priority_unkeyed(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 100}};
+    struct dispatch_config cfg = config(lim, 1, 1, 10, 10 * NS_PER_SEC);
+    struct dispatch_fair_config fair = {.priority_classes = 2};
+    struct dispatch *d = dispatch_new_fair(&cfg, &fair, fake_now());
+
+    assert_non_null(d);
+    w[0].priority = 1;
+    w[1].priority = 1;
+    w[2].priority = 0;
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, &w[i]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    assert_null(dispatch_next(d, fake_now())); /* max_in_flight 1 */
+    dispatch_done(d);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    dispatch_done(d);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    dispatch_free(d);
+}
+
+/* Pause and budget on the unkeyed path; wake-up follows them. */
+static void test_pause_and_budget(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 10}};
+    struct dispatch *d = make(lim, 1, 100, 10, 60 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 5; i++)
+        submit_ok(d, &w[i]);
+    dispatch_pause_until(d, t0 + 500 * NS_PER_MS);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 500 * NS_PER_MS);
+    fake_advance_ms(500);
+    dispatch_set_budget(d, 2, t0 + 2 * NS_PER_SEC);
+    assert_int_equal(release_all(d), 2);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+    fake_advance_ms(1500);
+    assert_int_equal(release_all(d), 3);
+    drain_free(d);
+}
+
+/* Freeing with keyed waiters left unlinks them from their flows too. */
+static void test_free_unlinks_keyed(void **state)
+{
+    const struct dispatch_limit lim[] = {{1, 1}};
+    struct dispatch *d = make(lim, 1, 1, 10, 10 * NS_PER_SEC);
+
+    assert_int_equal(dispatch_submit_key(d, &w[0], "k", 1, fake_now(), NULL), DISPATCH_QUEUED);
+    assert_int_equal(dispatch_submit_key(d, &w[1], "k", 1, fake_now(), NULL), DISPATCH_QUEUED);
+    dispatch_free(d);
+    assert_int_equal(w[0].queued, 0);
+    assert_null(w[0].flow);
+    assert_null(w[1].fnext);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -610,6 +708,10 @@ int main(void)
         cmocka_unit_test_setup(test_requeue_after_reload_keeps_deadline_order, setup),
         cmocka_unit_test_setup(test_clock_backwards, setup),
         cmocka_unit_test_setup(test_free_unlinks, setup),
+        cmocka_unit_test_setup(test_fair_config, setup),
+        cmocka_unit_test_setup(test_priority_unkeyed, setup),
+        cmocka_unit_test_setup(test_pause_and_budget, setup),
+        cmocka_unit_test_setup(test_free_unlinks_keyed, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
