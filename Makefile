@@ -45,7 +45,7 @@ REL_OPT := -O2 -g
 SAN := build/asan
 SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all run test test-unit test-integration bench deps deps-run deps-bench install uninstall clean format
+.PHONY: all run test test-unit test-integration bench bench-dispatch deps deps-run deps-bench install uninstall clean format
 
 all: build/sluice
 
@@ -108,6 +108,14 @@ test-integration:
 bench: deps-bench
 	@$(MAKE) --no-print-directory build/sluice
 	@sh bench/run.sh
+
+# limiter/dispatch alone: ns per request from 1 to 100 000 active keys.
+build/dispatch_bench: bench/dispatch_bench.c $(LIMITER_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(REL_OPT) $(CFLAGS) $(FINAL_LDFLAGS) -o $@ $^ -lm $(LIBS)
+
+bench-dispatch: build/dispatch_bench
+	./build/dispatch_bench
 
 install: build/sluice
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sluice $(DESTDIR)$(MANDIR)/man1
