@@ -200,6 +200,11 @@ static void relay_start(struct request *r, struct evhttp_request *in)
     r->reason = "ok";
     snprintf(wait, sizeof(wait), "%llu", (unsigned long long)request_queue_wait_ms(r));
     evhttp_add_header(oh, "Sluice-Queue-Wait", wait);
+    /* The upstream's own RateLimit fields (already copied) describe its budget for all of
+     * sluice; the client is told of its own instead. */
+    evhttp_remove_header(oh, "RateLimit");
+    evhttp_remove_header(oh, "RateLimit-Policy");
+    request_add_ratelimit_headers(r, oh);
     if (server_is_draining(r->server))
         evhttp_add_header(oh, "Connection", "close");
     r->state = REQUEST_RELAYING;

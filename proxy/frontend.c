@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "conf/conf.h"
+#include "proxy/classify.h"
 #include "proxy/log.h"
 #include "proxy/request.h"
 #include "proxy/router.h"
@@ -244,6 +245,10 @@ static void request_cb(struct evhttp_request *req, void *arg)
     }
     r->upstream = s->upstreams[r->route->upstream_index];
     r->client_tls = l->tls != NULL;
+    r->key_len = (uint16_t)classify_key(r->route, r->client_ip, in, evhttp_uri_get_query(uri),
+                                        r->key, sizeof(r->key));
+    r->waiter.cost = classify_cost(r->route, in);
+    r->waiter.priority = classify_priority(r->route, in);
     upstream_submit(r->upstream, r);
 }
 

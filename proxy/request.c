@@ -10,10 +10,12 @@
 #include <event2/http.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf/conf.h"
+#include "limiter/dispatch.h"
 #include "proxy/clock.h"
 #include "proxy/forward.h"
 #include "proxy/accesslog.h"
@@ -115,6 +117,43 @@ uint64_t request_queue_wait_ms(const struct request *r)
     return end > r->arrived_ns ? (end - r->arrived_ns) / NS_PER_MS : 0;
 }
 
+void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *out)
+{
+    const struct dispatch *d;
+    const struct conf_upstream *cu;
+    const struct conf_limit *lim;
+    const char *policy;
+    double tokens;
+    uint64_t now = clock_now_ns();
+    char buf[128];
+    unsigned long window_s, reset_s;
+
+    if (r->upstream == NULL)
+        return;
+    d = upstream_dispatch(r->upstream);
+    cu = upstream_conf(r->upstream);
+    /* The client's own budget when keys have limits, else the upstream's shared one. */
+    if (cu->fairness.nkey_limits > 0 && dispatch_nkey_limits(d) > 0) {
+        lim = &cu->fairness.key_limits[0];
+        tokens = dispatch_key_tokens(d, r->key, r->key_len, 0, now);
+        policy = "key";
+    } else {
+        lim = &cu->limits[0];
+        tokens = dispatch_tokens(d, 0, now);
+        policy = "upstream";
+    }
+    if (tokens < 0)
+        tokens = 0;
+    window_s = (unsigned long)ceil(lim->burst_tokens / lim->rate_per_sec);
+    reset_s = (unsigned long)ceil((lim->burst_tokens - tokens) / lim->rate_per_sec);
+    snprintf(buf, sizeof(buf), "\"%s\";q=%lu;w=%lu", policy, (unsigned long)lim->burst_tokens,
+             window_s ? window_s : 1);
+    evhttp_add_header(out, "RateLimit-Policy", buf);
+    snprintf(buf, sizeof(buf), "\"%s\";r=%lu;t=%lu", policy, (unsigned long)floor(tokens),
+             reset_s);
+    evhttp_add_header(out, "RateLimit", buf);
+}
+
 const char *request_method_name(int cmd)
 {
     switch (cmd) {
@@ -179,6 +218,8 @@ void request_reply_error(struct request *r, int status, const char *reason,
             snprintf(num, sizeof(num), "%u", retry_after_s);
             evhttp_add_header(out, "Retry-After", num);
         }
+        if (status == 503)
+            request_add_ratelimit_headers(r, out);
         if (r->released_ns != 0 || r->state == REQUEST_QUEUED) {
             snprintf(num, sizeof(num), "%llu", (unsigned long long)request_queue_wait_ms(r));
             evhttp_add_header(out, "Sluice-Queue-Wait", num);

@@ -51,6 +51,8 @@ struct request {
     int client_paused;                /* relaying: upstream reads paused for a slow client */
     int client_bound;                 /* frontend_bind_request() is in force */
     uint32_t attempts;                /* times sent to the upstream */
+    uint16_t key_len;                 /* fair-queuing key (proxy/classify); 0: none */
+    char key[256];
     int retrying;                     /* the upstream refused it unprocessed: going again */
     int upstream_error;               /* evhttp_request_error + 1 from the error callback; 0: none */
     const char *tls_reason;           /* set when the upstream TLS handshake failed */
@@ -87,6 +89,13 @@ void request_reply_error(struct request *r, int status, const char *reason,
  * client connection closed. Idempotent. */
 int request_watch_client(struct request *r);
 void request_unwatch_client(struct request *r);
+
+/* Add RateLimit-Policy / RateLimit (IETF httpapi draft) describing the client's budget:
+ * its key's first per-key limit when the upstream has key limits, else the upstream's
+ * first limit. q = burst, w = seconds to refill it, r = whole tokens now, t = seconds
+ * until full again. */
+struct evkeyvalq;
+void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *out);
 
 /* "GET", "POST"...: the name of an evhttp_cmd_type. */
 const char *request_method_name(int cmd);

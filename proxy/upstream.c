@@ -23,6 +23,7 @@
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <time.h>
 
@@ -72,6 +73,31 @@ static void free_closing(struct upstream *u)
         evhttp_connection_free(u->closing[--u->nclosing]);
 }
 
+/* The fair-queuing part of the dispatcher's config, from the upstream's `fairness:`. */
+static void fill_fair_config(const struct conf_upstream *cu, struct dispatch_limit *key_limits,
+                             struct dispatch_fair_config *fc)
+{
+    const struct conf_fairness *cf = &cu->fairness;
+    size_t i;
+
+    memset(fc, 0, sizeof(*fc));
+    for (i = 0; i < cf->nkey_limits && i < DISPATCH_MAX_KEY_LIMITS; i++) {
+        key_limits[i].rate_per_sec = cf->key_limits[i].rate_per_sec;
+        key_limits[i].burst_tokens = cf->key_limits[i].burst_tokens;
+    }
+    fc->key_limits = i ? key_limits : NULL;
+    fc->nkey_limits = i;
+    fc->max_keys = cf->max_keys;
+    fc->key_queue_share = cf->key_queue_share;
+    fc->key_idle_ns = cf->key_idle_ms * NS_PER_MS;
+    fc->priority_classes = cf->priority_classes;
+    fc->priority_guard = cf->starvation_guard;
+    /* Keys come from clients: a secret seed keeps them from choosing colliding ones. */
+    if (getrandom(fc->key_hash_seed, sizeof(fc->key_hash_seed), 0) !=
+        (ssize_t)sizeof(fc->key_hash_seed))
+        fc->key_hash_seed[0] = fc->key_hash_seed[1] = 0; /* the limiter's built-in seed */
+}
+
 static void fill_dispatch_config(const struct conf_upstream *cu, struct dispatch_limit *limits,
                                  struct dispatch_config *dc)
 {
@@ -96,8 +122,9 @@ static int host_is_ip(const char *host)
 
 struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
 {
-    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
+    struct dispatch_fair_config fc;
     struct upstream *u = calloc(1, sizeof(*u));
 
     if (u == NULL)
@@ -106,7 +133,8 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
     u->conf = cu;
     u->ip_literal = host_is_ip(cu->host);
     fill_dispatch_config(cu, limits, &dc);
-    u->dispatch = dispatch_new(&dc, clock_now_ns());
+    fill_fair_config(cu, key_limits, &fc);
+    u->dispatch = dispatch_new_fair(&dc, &fc, clock_now_ns());
     u->timer = evtimer_new(s->base, timer_cb, u);
     u->idle_cap = cu->keepalive;
     u->idle = calloc(u->idle_cap ? u->idle_cap : 1, sizeof(*u->idle));
@@ -175,10 +203,23 @@ static uint32_t retry_after_seconds(uint64_t ns)
 
 void upstream_submit(struct upstream *u, struct request *r)
 {
-    uint64_t retry_ns = 0;
+    struct dispatch_admission adm;
     uint64_t now = clock_now_ns();
+    uint64_t retry_ns;
+    enum dispatch_admit verdict;
 
-    switch (dispatch_submit(u->dispatch, &r->waiter, now, &retry_ns)) {
+    memset(&adm, 0, sizeof(adm));
+    verdict = dispatch_submit_key(u->dispatch, &r->waiter, r->key_len ? r->key : NULL,
+                                  r->key_len, now, &adm);
+    retry_ns = adm.retry_after_ns;
+    if (verdict == DISPATCH_FULL && adm.key_full) {
+        u->stats.refused_full++;
+        request_reply_error(r, 503, "key_queue_full", retry_after_seconds(retry_ns),
+                            "this key already holds its share of upstream '%s' queue (%u)",
+                            u->conf->name, u->conf->fairness.key_queue_share);
+        return;
+    }
+    switch (verdict) {
     case DISPATCH_QUEUED:
         u->stats.admitted++;
         r->state = REQUEST_QUEUED;
@@ -308,16 +349,6 @@ void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, 
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 
-/* TEMPORARY until limiter/dispatch gains them (in progress): no-op stand-ins. */
-__attribute__((weak)) void dispatch_pause_until(struct dispatch *d, uint64_t until_ns);
-__attribute__((weak)) void dispatch_set_budget(struct dispatch *d, uint64_t remaining,
-                                               uint64_t reset_ns);
-__attribute__((weak)) void dispatch_pause_until(struct dispatch *d, uint64_t until_ns) {}
-__attribute__((weak)) void dispatch_set_budget(struct dispatch *d, uint64_t remaining,
-                                               uint64_t reset_ns)
-{
-}
-
 int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *h)
 {
     struct feedback_headers fh = {
@@ -407,11 +438,6 @@ int upstream_idle(const struct upstream *u)
            u->conns_lent == 0;
 }
 
-static void fill_change_dispatch(const struct conf_upstream *cu, struct dispatch_limit *limits,
-                                 struct dispatch_config *dc)
-{
-    fill_dispatch_config(cu, limits, dc);
-}
 
 static int same_str(const char *a, const char *b)
 {
@@ -431,8 +457,9 @@ static int same_endpoint(const struct conf_upstream *a, const struct conf_upstre
 struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_upstream *cu,
                                          char *err, size_t errlen)
 {
-    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
+    struct dispatch_fair_config fc;
     struct upstream_change *ch = calloc(1, sizeof(*ch));
     struct dispatch *probe;
 
@@ -443,8 +470,9 @@ struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_u
     ch->conf = cu;
     /* The dispatcher's reconfigure is all or nothing, but a reload must not fail half
      * way through committing: prove the new limits valid on a scratch dispatcher now. */
-    fill_change_dispatch(cu, limits, &dc);
-    probe = dispatch_new(&dc, clock_now_ns());
+    fill_dispatch_config(cu, limits, &dc);
+    fill_fair_config(cu, key_limits, &fc);
+    probe = dispatch_new_fair(&dc, &fc, clock_now_ns());
     if (probe == NULL) {
         snprintf(err, errlen, "upstreams.%s: limits cannot be represented", cu->name);
         goto fail;
@@ -478,13 +506,15 @@ void upstream_change_free(struct upstream_change *ch)
 
 void upstream_commit(struct upstream *u, struct upstream_change *ch)
 {
-    struct dispatch_limit limits[DISPATCH_MAX_LIMITS];
+    struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
+    struct dispatch_fair_config fc;
     size_t i, keep;
 
-    fill_change_dispatch(ch->conf, limits, &dc);
+    fill_dispatch_config(ch->conf, limits, &dc);
+    fill_fair_config(ch->conf, key_limits, &fc);
     /* Cannot fail: upstream_prepare proved these limits valid. */
-    if (dispatch_reconfigure(u->dispatch, &dc, clock_now_ns()) != 0)
+    if (dispatch_reconfigure_fair(u->dispatch, &dc, &fc, clock_now_ns()) != 0)
         log_error("upstream %s: reconfigure failed unexpectedly; old limits kept", u->conf->name);
     if (ch->endpoint_changed) {
         /* Idle connections lead to the old endpoint; in-flight ones are closed when they
