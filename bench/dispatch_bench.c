@@ -22,7 +22,7 @@
 #include "limiter/queue.h"
 
 #define PER_FLOW 2
-#define RUNS 3
+#define RUNS     3
 
 static uint64_t mono_ns(void)
 {
@@ -60,7 +60,7 @@ static double run(size_t nflows, size_t ops, int key_limits, size_t *nkeys_out)
     };
     uint64_t now = 1000ull * 1000000000ull;
     struct item *items = calloc(nitems, sizeof(*items));
-    char (*keys)[16] = calloc(flows, sizeof(*keys));
+    char(*keys)[16] = calloc(flows, sizeof(*keys));
     size_t *klen = calloc(flows, sizeof(*klen));
     struct dispatch *d = dispatch_new_fair(&cfg, &fair, now);
     double result = -1;
@@ -89,8 +89,7 @@ static double run(size_t nflows, size_t ops, int key_limits, size_t *nkeys_out)
         dispatch_done(d);
         struct item *it = w->data;
         const char *k = nflows ? keys[it->flow] : NULL;
-        if (dispatch_submit_key(d, w, k, nflows ? klen[it->flow] : 0, now, NULL) !=
-            DISPATCH_QUEUED)
+        if (dispatch_submit_key(d, w, k, nflows ? klen[it->flow] : 0, now, NULL) != DISPATCH_QUEUED)
             goto out;
     }
     uint64_t t1 = mono_ns();
@@ -129,8 +128,8 @@ int main(int argc, char **argv)
     const size_t counts[] = {0, 1, 100, 10000, 100000};
     size_t ops = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 2000000;
 
-    printf("dispatch_bench: ns per request (submit_key + next + done), %zu ops, best of %d\n",
-           ops, RUNS);
+    printf("dispatch_bench: ns per request (submit_key + next + done), %zu ops, best of %d\n", ops,
+           RUNS);
     printf("%-22s %10s %16s %10s\n", "active flows", "ns/op", "ns/op key limits", "flows");
     for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
         size_t nkeys = 0;

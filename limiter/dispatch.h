@@ -47,14 +47,14 @@
 struct waiter;
 struct dispatch;
 
-#define DISPATCH_MAX_LIMITS 8
-#define DISPATCH_MAX_KEY_LIMITS 4 /* per-key limits (= FAIRQ_MAX_KEY_LIMITS) */
-#define DISPATCH_MAX_CLASSES 4    /* priority classes (= FAIRQ_MAX_CLASSES) */
-#define DISPATCH_NEVER UINT64_MAX /* "no event to wait for" from dispatch_wake_ns */
+#define DISPATCH_MAX_LIMITS     8
+#define DISPATCH_MAX_KEY_LIMITS 4          /* per-key limits (= FAIRQ_MAX_KEY_LIMITS) */
+#define DISPATCH_MAX_CLASSES    4          /* priority classes (= FAIRQ_MAX_CLASSES) */
+#define DISPATCH_NEVER          UINT64_MAX /* "no event to wait for" from dispatch_wake_ns */
 
 struct dispatch_limit {
-    double rate_per_sec;  /* > 0, fractions allowed */
-    double burst_tokens;  /* >= 1 */
+    double rate_per_sec; /* > 0, fractions allowed */
+    double burst_tokens; /* >= 1 */
 };
 
 struct dispatch_config {

@@ -31,39 +31,39 @@
 #include "limiter/bucket.h"
 #include "limiter/queue.h"
 
-#define HEAP_NONE UINT32_MAX
-#define TABLE_MIN 16
-#define ID_DEFAULT 1
+#define HEAP_NONE   UINT32_MAX
+#define TABLE_MIN   16
+#define ID_DEFAULT  1
 #define ID_OVERFLOW 2
 
 enum { SUB_EMPTY, SUB_ACTIVE, SUB_PARKED };
 enum { FLOW_KEYED, FLOW_DEFAULT, FLOW_OVERFLOW };
 
 struct fairq_sub {
-    struct waiter *head, *tail;       /* this flow's waiters of this class, FIFO */
-    struct fairq_sub *rprev, *rnext;  /* ring links while ACTIVE */
-    uint64_t deficit;                 /* DRR credit, tokens */
-    uint64_t due_ns;                  /* while PARKED: when the flow's buckets grant the head */
-    uint32_t heap_idx;                /* while PARKED: index in the heap, else HEAP_NONE */
-    uint8_t cls;                      /* index in flow->sub[] */
-    uint8_t state;                    /* SUB_* */
-    uint8_t turn;                     /* 1: at the front, quantum already added */
+    struct waiter *head, *tail;      /* this flow's waiters of this class, FIFO */
+    struct fairq_sub *rprev, *rnext; /* ring links while ACTIVE */
+    uint64_t deficit;                /* DRR credit, tokens */
+    uint64_t due_ns;                 /* while PARKED: when the flow's buckets grant the head */
+    uint32_t heap_idx;               /* while PARKED: index in the heap, else HEAP_NONE */
+    uint8_t cls;                     /* index in flow->sub[] */
+    uint8_t state;                   /* SUB_* */
+    uint8_t turn;                    /* 1: at the front, quantum already added */
 };
 
 struct fairq_flow {
-    struct fairq_flow *hnext;         /* hash chain */
-    struct fairq_flow *lprev, *lnext; /* idle list, while in_lru */
-    uint64_t hash;                    /* seeded hash of the key */
-    uint64_t id;                      /* unique within this fairq, never reused */
-    uint64_t idle_since_ns;           /* when it joined the idle list */
-    uint64_t cost_queued;             /* sum of its waiters' costs, tokens */
-    uint32_t nqueued;                 /* waiters linked, all classes */
-    uint16_t key_len;                 /* bytes in key[] (no NUL counted) */
-    uint8_t kind;                     /* FLOW_* */
-    uint8_t in_lru;                   /* 1 while on the idle list */
+    struct fairq_flow *hnext;               /* hash chain */
+    struct fairq_flow *lprev, *lnext;       /* idle list, while in_lru */
+    uint64_t hash;                          /* seeded hash of the key */
+    uint64_t id;                            /* unique within this fairq, never reused */
+    uint64_t idle_since_ns;                 /* when it joined the idle list */
+    uint64_t cost_queued;                   /* sum of its waiters' costs, tokens */
+    uint32_t nqueued;                       /* waiters linked, all classes */
+    uint16_t key_len;                       /* bytes in key[] (no NUL counted) */
+    uint8_t kind;                           /* FLOW_* */
+    uint8_t in_lru;                         /* 1 while on the idle list */
     struct bucket kb[FAIRQ_MAX_KEY_LIMITS]; /* per-key buckets, nkey_limits in use */
     struct fairq_sub sub[FAIRQ_MAX_CLASSES];
-    char key[];                       /* key_len bytes + NUL */
+    char key[]; /* key_len bytes + NUL */
 };
 
 struct fairq_ring {
@@ -72,23 +72,23 @@ struct fairq_ring {
 
 struct fairq {
     struct fairq_ring ring[FAIRQ_MAX_CLASSES];
-    struct fairq_flow **table;          /* nbuckets chains */
-    size_t nbuckets;                    /* power of two */
-    size_t nkeys;                       /* keyed flows allocated */
-    size_t nactive;                     /* flows with waiters */
+    struct fairq_flow **table; /* nbuckets chains */
+    size_t nbuckets;           /* power of two */
+    size_t nkeys;              /* keyed flows allocated */
+    size_t nactive;            /* flows with waiters */
     struct fairq_flow *lru_head, *lru_tail;
-    struct fairq_sub **heap;            /* parked subs, min-heap by due_ns */
+    struct fairq_sub **heap; /* parked subs, min-heap by due_ns */
     size_t nheap, heap_cap;
     struct fairq_flow *dflt, *overflow; /* the permanent flows */
     struct fairq_limit key_limits[FAIRQ_MAX_KEY_LIMITS];
     size_t nkey_limits;
     uint32_t max_keys;
-    uint32_t share;      /* waiters per flow, 0: none */
-    uint32_t nclasses;   /* 1..FAIRQ_MAX_CLASSES */
-    uint32_t guard;      /* releases before a lower class gets one */
-    uint32_t quantum;    /* 0: max_cost */
-    uint32_t max_cost;   /* largest cost pushed so far */
-    uint32_t streak;     /* consecutive releases that passed over an eligible lower class */
+    uint32_t share;    /* waiters per flow, 0: none */
+    uint32_t nclasses; /* 1..FAIRQ_MAX_CLASSES */
+    uint32_t guard;    /* releases before a lower class gets one */
+    uint32_t quantum;  /* 0: max_cost */
+    uint32_t max_cost; /* largest cost pushed so far */
+    uint32_t streak;   /* consecutive releases that passed over an eligible lower class */
     uint64_t idle_ns;
     uint64_t seed[2];
     uint64_t next_id;
@@ -451,7 +451,8 @@ int fairq_config_valid(const struct fairq_config *cfg)
 
     if (cfg == NULL)
         return 0;
-    if (cfg->nkey_limits > FAIRQ_MAX_KEY_LIMITS || (cfg->nkey_limits > 0 && cfg->key_limits == NULL))
+    if (cfg->nkey_limits > FAIRQ_MAX_KEY_LIMITS ||
+        (cfg->nkey_limits > 0 && cfg->key_limits == NULL))
         return 0;
     if (cfg->priority_classes > FAIRQ_MAX_CLASSES)
         return 0;
@@ -496,8 +497,8 @@ struct fairq *fairq_new(const struct fairq_config *cfg, uint64_t now_ns)
     q->nbuckets = TABLE_MIN;
     q->table = calloc(q->nbuckets, sizeof(*q->table));
     q->dflt = flow_alloc(q, "", 0, FLOW_DEFAULT, 0, now_ns);
-    q->overflow = flow_alloc(q, FAIRQ_OVERFLOW_KEY, strlen(FAIRQ_OVERFLOW_KEY), FLOW_OVERFLOW, 0,
-                             now_ns);
+    q->overflow =
+        flow_alloc(q, FAIRQ_OVERFLOW_KEY, strlen(FAIRQ_OVERFLOW_KEY), FLOW_OVERFLOW, 0, now_ns);
     if (q->table == NULL || q->dflt == NULL || q->overflow == NULL || heap_reserve(q, 2) < 0) {
         fairq_free(q);
         return NULL;
@@ -574,8 +575,7 @@ int fairq_reconfigure(struct fairq *q, const struct fairq_config *cfg, uint64_t 
 
 /* ---- flows: look-up ---- */
 
-struct fairq_flow *fairq_flow_get(struct fairq *q, const char *key, size_t key_len,
-                                  uint64_t now_ns)
+struct fairq_flow *fairq_flow_get(struct fairq *q, const char *key, size_t key_len, uint64_t now_ns)
 {
     if (key == NULL || key_len == 0)
         return q->dflt;
@@ -756,9 +756,7 @@ void fairq_push_head(struct fairq *q, struct waiter *w, uint64_t now_ns)
         s->state = SUB_ACTIVE;
         ring_append(q, s);
         break;
-    case SUB_PARKED:
-        unpark(q, s);
-        break;
+    case SUB_PARKED: unpark(q, s); break;
     default:
         if (q->ring[cls].front == s && s->turn) {
             normalize(q, cls); /* its head changed mid-turn */

@@ -56,15 +56,15 @@ struct waiter;
 struct fairq;
 struct fairq_flow;
 
-#define FAIRQ_MAX_CLASSES          4
-#define FAIRQ_MAX_KEY_LIMITS       4
-#define FAIRQ_MAX_KEY_LEN          256
-#define FAIRQ_DEFAULT_MAX_KEYS     10000
-#define FAIRQ_DEFAULT_IDLE_NS      (60ull * 1000000000ull)
-#define FAIRQ_DEFAULT_GUARD        10
-#define FAIRQ_EXPIRE_PER_CALL      2
-#define FAIRQ_OVERFLOW_KEY         "~overflow"
-#define FAIRQ_NEVER                UINT64_MAX
+#define FAIRQ_MAX_CLASSES      4
+#define FAIRQ_MAX_KEY_LIMITS   4
+#define FAIRQ_MAX_KEY_LEN      256
+#define FAIRQ_DEFAULT_MAX_KEYS 10000
+#define FAIRQ_DEFAULT_IDLE_NS  (60ull * 1000000000ull)
+#define FAIRQ_DEFAULT_GUARD    10
+#define FAIRQ_EXPIRE_PER_CALL  2
+#define FAIRQ_OVERFLOW_KEY     "~overflow"
+#define FAIRQ_NEVER            UINT64_MAX
 
 struct fairq_limit {
     double rate_per_sec; /* > 0 */

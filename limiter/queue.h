@@ -50,8 +50,8 @@ struct waiter {
 
 struct queue {
     struct waiter *head, *tail;
-    size_t len;       /* waiters linked now */
-    size_t cap;       /* bound for queue_push */
+    size_t len;        /* waiters linked now */
+    size_t cap;        /* bound for queue_push */
     uint64_t cost_sum; /* sum of `cost` over linked waiters: the tokens the queue needs */
 };
 

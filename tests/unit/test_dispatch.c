@@ -89,16 +89,11 @@ static void test_invalid_config(void **state)
     const struct dispatch_limit nine[9] = {{1, 1}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
                                            {1, 1}, {1, 1}, {1, 1}, {1, 1}};
     struct dispatch_config cfgs[] = {
-        config(ok, 0, 1, 1, NS_PER_SEC),
-        config(nine, 9, 1, 1, NS_PER_SEC),
-        config(NULL, 1, 1, 1, NS_PER_SEC),
-        config(bad_rate, 2, 1, 1, NS_PER_SEC),
-        config(fast, 1, 1, 1, NS_PER_SEC),
-        config(bad_burst, 1, 1, 1, NS_PER_SEC),
-        config(big_burst, 1, 1, 1, NS_PER_SEC),
-        config(ok, 1, 0, 1, NS_PER_SEC),
-        config(ok, 1, 1, 0, NS_PER_SEC),
-        config(ok, 1, 1, 1, 0),
+        config(ok, 0, 1, 1, NS_PER_SEC),        config(nine, 9, 1, 1, NS_PER_SEC),
+        config(NULL, 1, 1, 1, NS_PER_SEC),      config(bad_rate, 2, 1, 1, NS_PER_SEC),
+        config(fast, 1, 1, 1, NS_PER_SEC),      config(bad_burst, 1, 1, 1, NS_PER_SEC),
+        config(big_burst, 1, 1, 1, NS_PER_SEC), config(ok, 1, 0, 1, NS_PER_SEC),
+        config(ok, 1, 1, 0, NS_PER_SEC),        config(ok, 1, 1, 1, 0),
     };
 
     assert_null(dispatch_new(NULL, fake_now()));
@@ -615,8 +610,8 @@ static void test_fair_config(void **state)
     assert_non_null(d);
     for (size_t i = 0; i < sizeof(fairs) / sizeof(fairs[0]); i++)
         assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &fairs[i], fake_now()), -1);
-    struct dispatch_fair_config four = {.key_limits = five, .nkey_limits = 4,
-                                        .priority_classes = DISPATCH_MAX_CLASSES};
+    struct dispatch_fair_config four = {
+        .key_limits = five, .nkey_limits = 4, .priority_classes = DISPATCH_MAX_CLASSES};
     assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &four, fake_now()), 0);
     assert_int_equal(dispatch_nkey_limits(d), 4);
     dispatch_free(d);

@@ -657,9 +657,9 @@ static void test_reconfigure_keeps_flows(void **state)
     assert_int_equal(dispatch_nkey_limits(d), 2);
     assert_int_equal(dispatch_nkeys(d), 2);
     assert_int_equal(dispatch_queue_len(d), 2);
-    assert_float_equal(dispatch_key_tokens(d, "A", 1, 0, fake_now()), 0, 1e-9); /* kept */
+    assert_float_equal(dispatch_key_tokens(d, "A", 1, 0, fake_now()), 0, 1e-9);  /* kept */
     assert_float_equal(dispatch_key_tokens(d, "A", 1, 1, fake_now()), 10, 1e-9); /* new */
-    assert_float_equal(dispatch_key_tokens(d, "B", 1, 0, fake_now()), 1, 1e-9); /* kept */
+    assert_float_equal(dispatch_key_tokens(d, "B", 1, 0, fake_now()), 1, 1e-9);  /* kept */
     assert_int_equal(release_now(d, order, 16), 0);
     assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + NS_PER_SEC);
     /* A plain reconfigure keeps the fair config. */
