@@ -46,7 +46,8 @@ static const char *const bucket_labels[] = {
 #define NBUCKETS (NBOUNDS + 1)
 
 /* Reasons counted as rejections (503 before reaching the upstream). */
-static const char *const rejection_reasons[] = {"queue_full", "deadline", "shutdown"};
+static const char *const rejection_reasons[] = {"queue_full", "deadline", "shutdown",
+                                                "key_queue_full"};
 #define NREJECTIONS (sizeof(rejection_reasons) / sizeof(rejection_reasons[0]))
 
 struct histogram {
@@ -521,6 +522,18 @@ static uint64_t get_max_in_flight(const struct upstream *u)
 {
     return upstream_conf(u)->max_in_flight;
 }
+static uint64_t get_retries(const struct upstream *u) { return upstream_stats(u)->retried; }
+static uint64_t get_pauses(const struct upstream *u) { return upstream_stats(u)->paused; }
+static uint64_t get_budgets(const struct upstream *u) { return upstream_stats(u)->budgets; }
+static uint64_t get_paused(const struct upstream *u)
+{
+    return dispatch_paused_until(upstream_dispatch(u)) > clock_now_ns();
+}
+static uint64_t get_keys(const struct upstream *u) { return dispatch_nkeys(upstream_dispatch(u)); }
+static uint64_t get_active_keys(const struct upstream *u)
+{
+    return dispatch_active_flows(upstream_dispatch(u));
+}
 
 void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out)
 {
@@ -582,6 +595,18 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
                    get_in_flight);
     render_gauge_u(out, s, "sluice_max_in_flight", "gauge", "Configured max_in_flight.",
                    get_max_in_flight);
+    render_gauge_u(out, s, "sluice_upstream_retries_total", "counter",
+                   "Requests given their turn back after the upstream refused them (429/503).",
+                   get_retries);
+    render_gauge_u(out, s, "sluice_upstream_pauses_total", "counter",
+                   "Pauses the upstream asked for (Retry-After).", get_pauses);
+    render_gauge_u(out, s, "sluice_upstream_budget_reports_total", "counter",
+                   "Remaining-budget reports (RateLimit, X-RateLimit-*) obeyed.", get_budgets);
+    render_gauge_u(out, s, "sluice_upstream_paused", "gauge",
+                   "1 while releases are paused at the upstream's request.", get_paused);
+    render_gauge_u(out, s, "sluice_keys", "gauge", "Fair-queuing keys tracked now.", get_keys);
+    render_gauge_u(out, s, "sluice_active_keys", "gauge", "Keys with requests queued now.",
+                   get_active_keys);
 
     family(out, "sluice_tokens_available", "gauge",
            "Tokens in each limit's bucket now (limit: its rate as configured).");

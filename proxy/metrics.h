@@ -8,7 +8,8 @@
  *
  * Exposed (names are the contract):
  *   sluice_requests_total{upstream,route,status,reason}     counter
- *   sluice_rejections_total{upstream,reason}                 counter (queue_full, deadline, shutdown)
+ *   sluice_rejections_total{upstream,reason}                 counter (queue_full, deadline, shutdown,
+ *                                                             key_queue_full)
  *   sluice_queue_wait_seconds{upstream}                      histogram (time queued, released or not)
  *   sluice_upstream_latency_seconds{upstream}                histogram (sent -> response headers)
  *   sluice_queue_depth{upstream} / sluice_queue_capacity{upstream}   gauges
@@ -17,6 +18,11 @@
  *   sluice_config_reloads_total{result="ok|failed"}          counter
  *   sluice_config_last_reload_timestamp_seconds              gauge (unix time, start counts)
  *   sluice_config_last_reload_success                        gauge 0/1 (last attempt)
+ *   sluice_upstream_retries_total{upstream}                  counter (429/503 given another turn)
+ *   sluice_upstream_pauses_total{upstream}                   counter (Retry-After pauses)
+ *   sluice_upstream_budget_reports_total{upstream}           counter (RateLimit budgets obeyed)
+ *   sluice_upstream_paused{upstream}                         gauge 0/1
+ *   sluice_keys{upstream} / sluice_active_keys{upstream}     gauges (fair-queuing keys tracked / queued)
  *   sluice_client_connections                                gauge
  *   sluice_draining                                          gauge 0/1
  *

@@ -227,6 +227,7 @@ def test_metrics_counts_match_what_was_sent(upstream, sluice_factory):
         frozenset({("upstream", "api"), ("reason", "queue_full")}): 2,
         frozenset({("upstream", "api"), ("reason", "deadline")}): 0,
         frozenset({("upstream", "api"), ("reason", "shutdown")}): 0,
+        frozenset({("upstream", "api"), ("reason", "key_queue_full")}): 0,
     }
     # Queue wait: the five admitted ones; the two queued behind the slow one waited ~1.5 s.
     qw = "sluice_queue_wait_seconds"
