@@ -240,25 +240,13 @@ void request_reply_error(struct request *r, int status, const char *reason,
     request_free(r);
 }
 
-/* The client hung up. Withdraw the request from wherever it is. */
-static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
+/* The client is gone: take the request out of wherever it is and free it. The client's
+ * evhttp request has already been dealt with (r->client is NULL). */
+static void request_withdraw(struct request *r)
 {
-    struct request *r = arg;
-    struct evhttp_connection *evcon;
-
-    log_info("req=%llu route=%s upstream=%s: client closed the connection while %s",
-             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
-             r->upstream ? upstream_name(r->upstream) : "-",
-             r->state == REQUEST_QUEUED ? "queued" : "in flight");
     switch (r->state) {
     case REQUEST_QUEUED:
         upstream_withdraw(r->upstream, r);
-        evcon = evhttp_request_get_connection(r->client);
-        r->client = NULL;
-        request_unwatch_client(r);
-        /* Frees evhttp's request with it; nobody will write to that client. */
-        if (evcon != NULL)
-            evhttp_connection_free(evcon);
         request_free(r);
         break;
     case REQUEST_IN_FLIGHT:
@@ -266,36 +254,46 @@ static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
         forward_abort(r);
         break;
     case REQUEST_ADMITTING:
+        request_free(r);
         break;
     }
+}
+
+static void log_client_left(const struct request *r, const char *when)
+{
+    log_info("req=%llu route=%s upstream=%s: client closed the connection %s",
+             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
+             r->upstream ? upstream_name(r->upstream) : "-", when);
+}
+
+/* EV_CLOSED on the client socket while queued (or in flight after queueing): evhttp is
+ * not reading that socket, so the connection is ours to close. */
+static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct request *r = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->client);
+
+    log_client_left(r, r->state == REQUEST_QUEUED ? "while queued" : "while in flight");
+    request_unwatch_client(r);
+    r->client = NULL;
+    /* Frees evhttp's request with it; nobody will write to that client. */
+    if (evcon != NULL)
+        evhttp_connection_free(evcon);
+    request_withdraw(r);
 }
 
 void request_client_closed(struct request *r)
 {
     struct evhttp_request *orphan = r->client;
 
-    log_info("req=%llu route=%s upstream=%s: client closed the connection during the answer",
-             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
-             r->upstream ? upstream_name(r->upstream) : "-");
+    log_client_left(r, "during the answer");
     /* evhttp detaches an unfinished request from a failed connection and leaves it to
      * us; one still attached is freed by evhttp with the connection. */
     r->client = NULL;
     r->client_bound = 0;
     if (orphan != NULL && evhttp_request_get_connection(orphan) == NULL)
         evhttp_request_free(orphan);
-    switch (r->state) {
-    case REQUEST_QUEUED:
-        upstream_withdraw(r->upstream, r);
-        request_free(r);
-        break;
-    case REQUEST_IN_FLIGHT:
-    case REQUEST_RELAYING:
-        forward_abort(r);
-        break;
-    case REQUEST_ADMITTING:
-        request_free(r);
-        break;
-    }
+    request_withdraw(r);
 }
 
 int request_watch_client(struct request *r)

@@ -45,6 +45,32 @@ static void fail_at(char *err, size_t errlen, const char *path, const struct con
     snprintf(err, errlen, "%s:%u:%u: %s: %s", path, m->line, m->col, what, detail);
 }
 
+/* Load a certificate chain and its key into `ctx` and check that they match. `where`
+ * names the config section in messages ("upstreams.api.tls", "listen[ADDR].tls"). */
+static int load_cert_key(SSL_CTX *ctx, const struct conf *c, const char *where,
+                         const char *cert, const struct conf_mark *cert_mark, const char *key,
+                         const struct conf_mark *key_mark, char *err, size_t errlen)
+{
+    char what[300];
+
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(what, sizeof(what), "%s.cert: cannot load '%s'", where, cert);
+        fail_at(err, errlen, c->path, cert_mark, what, NULL);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(what, sizeof(what), "%s.key: cannot load '%s'", where, key);
+        fail_at(err, errlen, c->path, key_mark, what, NULL);
+        return -1;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(what, sizeof(what), "%s.key", where);
+        fail_at(err, errlen, c->path, key_mark, what, "does not match the certificate in tls.cert");
+        return -1;
+    }
+    return 0;
+}
+
 static int is_ip_literal(const char *host)
 {
     unsigned char buf[16];
@@ -88,24 +114,10 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
     }
     SSL_CTX_set_verify(t->ssl, tc->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     if (tc->cert != NULL) {
-        if (SSL_CTX_use_certificate_chain_file(t->ssl, tc->cert) != 1) {
-            snprintf(what, sizeof(what), "upstreams.%s.tls.cert: cannot load '%s'", cu->name,
-                     tc->cert);
-            fail_at(err, errlen, c->path, &tc->cert_mark, what, NULL);
+        snprintf(what, sizeof(what), "upstreams.%s.tls", cu->name);
+        if (load_cert_key(t->ssl, c, what, tc->cert, &tc->cert_mark, tc->key, &tc->key_mark,
+                          err, errlen) != 0)
             goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(t->ssl, tc->key, SSL_FILETYPE_PEM) != 1) {
-            snprintf(what, sizeof(what), "upstreams.%s.tls.key: cannot load '%s'", cu->name,
-                     tc->key);
-            fail_at(err, errlen, c->path, &tc->key_mark, what, NULL);
-            goto fail;
-        }
-        if (SSL_CTX_check_private_key(t->ssl) != 1) {
-            snprintf(what, sizeof(what), "upstreams.%s.tls.key", cu->name);
-            fail_at(err, errlen, c->path, &tc->key_mark, what,
-                    "does not match the certificate in tls.cert");
-            goto fail;
-        }
     }
     return t;
 fail:
@@ -134,24 +146,10 @@ struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *c
     /* OpenSSL's default TLS 1.3 suites are sane; for 1.2 keep forward-secret AEAD only. */
     SSL_CTX_set_cipher_list(t->ssl, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1");
     SSL_CTX_set_options(t->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (SSL_CTX_use_certificate_chain_file(t->ssl, ts->cert) != 1) {
-        snprintf(what, sizeof(what), "listen[%s].tls.cert: cannot load '%s'", cl->address,
-                 ts->cert);
-        fail_at(err, errlen, c->path, &ts->cert_mark, what, NULL);
+    snprintf(what, sizeof(what), "listen[%s].tls", cl->address);
+    if (load_cert_key(t->ssl, c, what, ts->cert, &ts->cert_mark, ts->key, &ts->key_mark, err,
+                      errlen) != 0)
         goto fail;
-    }
-    if (SSL_CTX_use_PrivateKey_file(t->ssl, ts->key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(what, sizeof(what), "listen[%s].tls.key: cannot load '%s'", cl->address,
-                 ts->key);
-        fail_at(err, errlen, c->path, &ts->key_mark, what, NULL);
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(t->ssl) != 1) {
-        snprintf(what, sizeof(what), "listen[%s].tls.key", cl->address);
-        fail_at(err, errlen, c->path, &ts->key_mark, what,
-                "does not match the certificate in tls.cert");
-        goto fail;
-    }
     return t;
 fail:
     tls_ctx_free(t);
