@@ -18,6 +18,7 @@
 #include "limiter/dispatch.h"
 #include "proxy/clock.h"
 #include "proxy/forward.h"
+#include "proxy/frontend.h"
 #include "proxy/accesslog.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -275,6 +276,12 @@ static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
 
     log_client_left(r, r->state == REQUEST_QUEUED ? "while queued" : "while in flight");
     request_unwatch_client(r);
+    /* Freeing the connection below must not also report it through the relay binding
+     * (request_client_closed): the request is withdrawn exactly once, here. */
+    if (r->client_bound && evcon != NULL) {
+        frontend_bind_request(r->server->frontend, evcon, NULL);
+        r->client_bound = 0;
+    }
     r->client = NULL;
     /* Frees evhttp's request with it; nobody will write to that client. */
     if (evcon != NULL)
