@@ -129,7 +129,8 @@ void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *ou
     char buf[128];
     unsigned long window_s, reset_s;
 
-    if (r->upstream == NULL)
+    /* Only for routes that sort clients by key: it is the client's own budget they tell. */
+    if (r->upstream == NULL || r->route == NULL || r->route->key_source == CONF_KEY_NONE)
         return;
     d = upstream_dispatch(r->upstream);
     cu = upstream_conf(r->upstream);

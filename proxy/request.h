@@ -90,9 +90,9 @@ void request_reply_error(struct request *r, int status, const char *reason,
 int request_watch_client(struct request *r);
 void request_unwatch_client(struct request *r);
 
-/* Add RateLimit-Policy / RateLimit (IETF httpapi draft) describing the client's budget:
- * its key's first per-key limit when the upstream has key limits, else the upstream's
- * first limit. q = burst, w = seconds to refill it, r = whole tokens now, t = seconds
+/* Add RateLimit-Policy / RateLimit (IETF httpapi draft) describing the client's budget,
+ * on routes with a `key:`: its key's first per-key limit when the upstream has key
+ * limits, else the upstream's first limit (shared by every key). q = burst, w = seconds to refill it, r = whole tokens now, t = seconds
  * until full again. */
 struct evkeyvalq;
 void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *out);
