@@ -314,7 +314,11 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
         retry = FULL_RETRY_MIN_NS;
         if (head != NULL) {
             uint64_t need = sat_mul(head->cost, fairq_active_flows(d->fq));
+            uint64_t own = fairq_flow_wait_ns(d->fq, f, head->cost, now);
             retry = dispatch_wait_ns(d, need, now);
+            /* ...and no sooner than the flow's own buckets let its head go. */
+            if (own > retry)
+                retry = own;
             uint64_t to_deadline = head->deadline_ns > now ? head->deadline_ns - now : 0;
             if (to_deadline < retry)
                 retry = to_deadline;
