@@ -42,10 +42,10 @@
 
 #include "conf/units.h"
 
-#define MAX_DEPTH 32               /* nesting of the YAML; the config needs 6 */
-#define MAX_FILE_SIZE (4u << 20)   /* a config larger than this is a mistake */
-#define MAX_KEYS 16                /* keys per table (checked in load_struct) */
-#define NOFIELD ((size_t)-1)
+#define MAX_DEPTH     32         /* nesting of the YAML; the config needs 6 */
+#define MAX_FILE_SIZE (4u << 20) /* a config larger than this is a mistake */
+#define MAX_KEYS      16         /* keys per table (checked in load_struct) */
+#define NOFIELD       ((size_t)-1)
 
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enums are stored as int");
@@ -64,13 +64,13 @@ struct node {
 };
 
 struct loader {
-    const char *file;     /* FILE in messages */
+    const char *file; /* FILE in messages */
     char *err;
     size_t errlen;
-    int failed;           /* an error has been recorded; later ones are dropped */
-    char path[256];       /* key path of what is being read: "upstreams.api.limits[0]" */
+    int failed;     /* an error has been recorded; later ones are dropped */
+    char path[256]; /* key path of what is being read: "upstreams.api.limits[0]" */
     size_t pathlen;
-    const char *input;    /* the YAML text, for hints about syntax errors */
+    const char *input; /* the YAML text, for hints about syntax errors */
     size_t inputlen;
 };
 
@@ -415,13 +415,13 @@ struct table;
 struct key {
     const char *name;
     enum key_type type;
-    size_t off;            /* the field, from the start of the table's struct */
-    size_t aux_off;        /* see enum key_type */
-    const char *min, *max; /* bounds, written like values ("1ms", "24h"); lists: entries */
-    const char *def;       /* default, written like a value; NULL: zero / NULL */
-    unsigned flags;        /* K_* */
-    const struct key_enum *enums;  /* KEY_ENUM, ended by a NULL name */
-    const struct table *sub;       /* KEY_SECTION, KEY_LIST, KEY_NAMED_MAP */
+    size_t off;                   /* the field, from the start of the table's struct */
+    size_t aux_off;               /* see enum key_type */
+    const char *min, *max;        /* bounds, written like values ("1ms", "24h"); lists: entries */
+    const char *def;              /* default, written like a value; NULL: zero / NULL */
+    unsigned flags;               /* K_* */
+    const struct key_enum *enums; /* KEY_ENUM, ended by a NULL name */
+    const struct table *sub;      /* KEY_SECTION, KEY_LIST, KEY_NAMED_MAP */
     int (*parse)(struct loader *ld, const struct node *value, void *obj); /* KEY_CUSTOM */
 };
 
@@ -546,7 +546,7 @@ static void enum_names(const struct key_enum *e, char *buf, size_t size)
     }
 }
 
-#define VALUE_BAD (-1)   /* malformed: *why says how */
+#define VALUE_BAD   (-1) /* malformed: *why says how */
 #define VALUE_RANGE (-2) /* well-formed but outside the key's bounds */
 
 /* Parse `s` for a scalar key and store it in obj. Used for values and for defaults. */
@@ -693,14 +693,12 @@ static int check_readable(struct loader *ld, const struct node *n, const char *f
     FILE *f;
 
     if (access(file, R_OK) != 0 || (f = fopen(file, "r")) == NULL) {
-        fail(ld, &n->mark, "cannot read '%s': %s", excerpt(file, ex, sizeof ex),
-             strerror(errno));
+        fail(ld, &n->mark, "cannot read '%s': %s", excerpt(file, ex, sizeof ex), strerror(errno));
         return -1;
     }
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         fclose(f);
-        fail(ld, &n->mark, "cannot read '%s': %s", excerpt(file, ex, sizeof ex),
-             strerror(EISDIR));
+        fail(ld, &n->mark, "cannot read '%s': %s", excerpt(file, ex, sizeof ex), strerror(EISDIR));
         return -1;
     }
     fclose(f);
@@ -772,8 +770,7 @@ static int load_scalar(struct loader *ld, const struct key *k, const struct node
 }
 
 /* Check a list's or map's number of entries against the key's bounds. */
-static int check_count(struct loader *ld, const struct key *k, const struct node *n,
-                       size_t count)
+static int check_count(struct loader *ld, const struct key *k, const struct node *n, size_t count)
 {
     uint64_t min = 0, max = UINT64_MAX;
     const char *why;
@@ -829,14 +826,13 @@ static int valid_name(const char *s)
     if (s[0] == '\0')
         return 0;
     for (; *s; s++)
-        if (!(is_digit(*s) || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              *s == '_' || *s == '.' || *s == '-'))
+        if (!(is_digit(*s) || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_' ||
+              *s == '.' || *s == '-'))
             return 0;
     return 1;
 }
 
-static int load_named_map(struct loader *ld, const struct key *k, const struct node *n,
-                          void *obj)
+static int load_named_map(struct loader *ld, const struct key *k, const struct node *n, void *obj)
 {
     const struct table *t = k->sub;
     char buf[80], ex[64];
@@ -1297,22 +1293,33 @@ static int finish_upstream(struct loader *ld, const struct node *map, void *obj)
 /* ---------------------------------------------------------------- the tables */
 
 static const struct key_enum log_levels[] = {
-    {"error", CONF_LOG_ERROR}, {"warn", CONF_LOG_WARN}, {"info", CONF_LOG_INFO},
-    {"debug", CONF_LOG_DEBUG}, {NULL, 0},
+    {"error", CONF_LOG_ERROR},
+    {"warn", CONF_LOG_WARN},
+    {"info", CONF_LOG_INFO},
+    {"debug", CONF_LOG_DEBUG},
+    {NULL, 0},
 };
 
 static const struct key_enum log_formats[] = {
-    {"text", CONF_LOG_TEXT}, {"json", CONF_LOG_JSON}, {NULL, 0},
+    {"text", CONF_LOG_TEXT},
+    {"json", CONF_LOG_JSON},
+    {NULL, 0},
 };
 
 static const struct key_enum tls_versions[] = {{"1.2", 12}, {"1.3", 13}, {NULL, 0}};
 
 #define TS struct conf_tls_server
 static const struct key tls_server_keys[] = {
-    {.name = "cert", .type = KEY_FILE, .off = offsetof(TS, cert),
-     .aux_off = offsetof(TS, cert_mark), .flags = K_REQUIRED},
-    {.name = "key", .type = KEY_FILE, .off = offsetof(TS, key),
-     .aux_off = offsetof(TS, key_mark), .flags = K_REQUIRED},
+    {.name = "cert",
+     .type = KEY_FILE,
+     .off = offsetof(TS, cert),
+     .aux_off = offsetof(TS, cert_mark),
+     .flags = K_REQUIRED},
+    {.name = "key",
+     .type = KEY_FILE,
+     .off = offsetof(TS, key),
+     .aux_off = offsetof(TS, key_mark),
+     .flags = K_REQUIRED},
     {.name = NULL},
 };
 static const struct table tls_server_table = {.keys = tls_server_keys,
@@ -1322,24 +1329,44 @@ static const struct table tls_server_table = {.keys = tls_server_keys,
 #define L struct conf_listen
 static const struct key listen_keys[] = {
     {.name = "address", .type = KEY_CUSTOM, .parse = parse_listen_address, .flags = K_REQUIRED},
-    {.name = "tls", .type = KEY_SECTION, .off = offsetof(L, tls), .sub = &tls_server_table,
-     .flags = K_PRESENCE, .aux_off = offsetof(L, tls.enabled)},
+    {.name = "tls",
+     .type = KEY_SECTION,
+     .off = offsetof(L, tls),
+     .sub = &tls_server_table,
+     .flags = K_PRESENCE,
+     .aux_off = offsetof(L, tls.enabled)},
     {.name = NULL},
 };
-static const struct table listen_table = {.keys = listen_keys, .size = sizeof(L),
-                                          .mark_off = offsetof(L, mark)};
+static const struct table listen_table = {
+    .keys = listen_keys, .size = sizeof(L), .mark_off = offsetof(L, mark)};
 #undef L
 
 #define CL struct conf_client
 static const struct key client_keys[] = {
-    {.name = "max_connections", .type = KEY_U32, .off = offsetof(CL, max_connections),
-     .min = "1", .max = "1000000", .def = "1024"},
-    {.name = "max_header_size", .type = KEY_SIZE32, .off = offsetof(CL, max_header_size),
-     .min = "1k", .max = "1m", .def = "8k"},
-    {.name = "max_body_size", .type = KEY_SIZE64, .off = offsetof(CL, max_body_size),
-     .min = "0", .max = "1g", .def = "1m"},
-    {.name = "timeout", .type = KEY_DURATION, .off = offsetof(CL, timeout_ms), .min = "1s",
-     .max = "1h", .def = "60s"},
+    {.name = "max_connections",
+     .type = KEY_U32,
+     .off = offsetof(CL, max_connections),
+     .min = "1",
+     .max = "1000000",
+     .def = "1024"},
+    {.name = "max_header_size",
+     .type = KEY_SIZE32,
+     .off = offsetof(CL, max_header_size),
+     .min = "1k",
+     .max = "1m",
+     .def = "8k"},
+    {.name = "max_body_size",
+     .type = KEY_SIZE64,
+     .off = offsetof(CL, max_body_size),
+     .min = "0",
+     .max = "1g",
+     .def = "1m"},
+    {.name = "timeout",
+     .type = KEY_DURATION,
+     .off = offsetof(CL, timeout_ms),
+     .min = "1s",
+     .max = "1h",
+     .def = "60s"},
     {.name = NULL},
 };
 static const struct table client_table = {.keys = client_keys, .mark_off = NOFIELD};
@@ -1355,7 +1382,10 @@ static const struct table admin_table = {.keys = admin_keys,
 #define AL struct conf_access_log
 static const struct key access_log_keys[] = {
     {.name = "path", .type = KEY_STR, .off = offsetof(AL, path), .def = "-"},
-    {.name = "format", .type = KEY_ENUM, .off = offsetof(AL, format), .enums = log_formats,
+    {.name = "format",
+     .type = KEY_ENUM,
+     .off = offsetof(AL, format),
+     .enums = log_formats,
      .def = "text"},
     {.name = NULL},
 };
@@ -1366,33 +1396,57 @@ static const struct table access_log_table = {.keys = access_log_keys, .mark_off
 /* Bounds keep every limit representable by limiter/bucket (rate <= 1e9/s, and
  * burst / rate within its ~146-year span even at the largest burst). */
 static const struct key limit_keys[] = {
-    {.name = "rate", .type = KEY_RATE, .off = offsetof(LI, rate_per_sec), .min = "1/h",
-     .max = "1000000000/s", .flags = K_REQUIRED},
-    {.name = "burst", .type = KEY_NUMBER, .off = offsetof(LI, burst_tokens), .min = "1",
-     .max = "1000000", .def = "1"},
+    {.name = "rate",
+     .type = KEY_RATE,
+     .off = offsetof(LI, rate_per_sec),
+     .min = "1/h",
+     .max = "1000000000/s",
+     .flags = K_REQUIRED},
+    {.name = "burst",
+     .type = KEY_NUMBER,
+     .off = offsetof(LI, burst_tokens),
+     .min = "1",
+     .max = "1000000",
+     .def = "1"},
     {.name = NULL},
 };
-static const struct table limit_table = {.keys = limit_keys, .size = sizeof(LI),
-                                         .mark_off = offsetof(LI, mark)};
+static const struct table limit_table = {
+    .keys = limit_keys, .size = sizeof(LI), .mark_off = offsetof(LI, mark)};
 #undef LI
 
 #define U struct conf_upstream
 /* queue: and timeouts: are sections of the upstream itself (offset 0): their keys
  * fill fields of struct conf_upstream. */
 static const struct key queue_keys[] = {
-    {.name = "size", .type = KEY_U32, .off = offsetof(U, queue_size), .min = "1",
-     .max = "10000000", .def = "1000"},
-    {.name = "max_wait", .type = KEY_DURATION, .off = offsetof(U, max_wait_ms), .min = "1ms",
-     .max = "24h", .def = "30s"},
+    {.name = "size",
+     .type = KEY_U32,
+     .off = offsetof(U, queue_size),
+     .min = "1",
+     .max = "10000000",
+     .def = "1000"},
+    {.name = "max_wait",
+     .type = KEY_DURATION,
+     .off = offsetof(U, max_wait_ms),
+     .min = "1ms",
+     .max = "24h",
+     .def = "30s"},
     {.name = NULL},
 };
 static const struct table queue_table = {.keys = queue_keys, .mark_off = NOFIELD};
 
 static const struct key timeouts_keys[] = {
-    {.name = "connect", .type = KEY_DURATION, .off = offsetof(U, connect_timeout_ms),
-     .min = "1ms", .max = "10m", .def = "2s"},
-    {.name = "response", .type = KEY_DURATION, .off = offsetof(U, response_timeout_ms),
-     .min = "1ms", .max = "24h", .def = "30s"},
+    {.name = "connect",
+     .type = KEY_DURATION,
+     .off = offsetof(U, connect_timeout_ms),
+     .min = "1ms",
+     .max = "10m",
+     .def = "2s"},
+    {.name = "response",
+     .type = KEY_DURATION,
+     .off = offsetof(U, response_timeout_ms),
+     .min = "1ms",
+     .max = "24h",
+     .def = "30s"},
     {.name = NULL},
 };
 static const struct table timeouts_table = {.keys = timeouts_keys, .mark_off = NOFIELD};
@@ -1400,28 +1454,61 @@ static const struct table timeouts_table = {.keys = timeouts_keys, .mark_off = N
 /* retry: how a request the upstream refused unprocessed (429, 503 + Retry-After) is
  * given another turn; with feedback off there are no retries. */
 static const struct key retry_keys[] = {
-    {.name = "max_attempts", .type = KEY_U32, .off = offsetof(U, retry_max_attempts),
-     .min = "1", .max = "100", .def = "3"},
-    {.name = "max_wait", .type = KEY_DURATION, .off = offsetof(U, retry_max_wait_ms),
-     .min = "1ms", .max = "1h", .def = "60s"},
+    {.name = "max_attempts",
+     .type = KEY_U32,
+     .off = offsetof(U, retry_max_attempts),
+     .min = "1",
+     .max = "100",
+     .def = "3"},
+    {.name = "max_wait",
+     .type = KEY_DURATION,
+     .off = offsetof(U, retry_max_wait_ms),
+     .min = "1ms",
+     .max = "1h",
+     .def = "60s"},
     {.name = NULL},
 };
 static const struct table retry_table = {.keys = retry_keys, .mark_off = NOFIELD};
 
 #define FA struct conf_fairness
 static const struct key fairness_keys[] = {
-    {.name = "key_limits", .type = KEY_LIST, .off = offsetof(FA, key_limits),
-     .aux_off = offsetof(FA, nkey_limits), .min = "1", .max = "4", .sub = &limit_table},
-    {.name = "key_queue_share", .type = KEY_U32, .off = offsetof(FA, key_queue_share),
-     .min = "0", .max = "10000000", .def = "0"},
-    {.name = "max_keys", .type = KEY_U32, .off = offsetof(FA, max_keys), .min = "1",
-     .max = "1000000", .def = "10000"},
-    {.name = "key_idle", .type = KEY_DURATION, .off = offsetof(FA, key_idle_ms), .min = "1s",
-     .max = "24h", .def = "60s"},
-    {.name = "priority_classes", .type = KEY_U32, .off = offsetof(FA, priority_classes),
-     .min = "1", .max = "4", .def = "4"},
-    {.name = "starvation_guard", .type = KEY_U32, .off = offsetof(FA, starvation_guard),
-     .min = "1", .max = "1000000", .def = "10"},
+    {.name = "key_limits",
+     .type = KEY_LIST,
+     .off = offsetof(FA, key_limits),
+     .aux_off = offsetof(FA, nkey_limits),
+     .min = "1",
+     .max = "4",
+     .sub = &limit_table},
+    {.name = "key_queue_share",
+     .type = KEY_U32,
+     .off = offsetof(FA, key_queue_share),
+     .min = "0",
+     .max = "10000000",
+     .def = "0"},
+    {.name = "max_keys",
+     .type = KEY_U32,
+     .off = offsetof(FA, max_keys),
+     .min = "1",
+     .max = "1000000",
+     .def = "10000"},
+    {.name = "key_idle",
+     .type = KEY_DURATION,
+     .off = offsetof(FA, key_idle_ms),
+     .min = "1s",
+     .max = "24h",
+     .def = "60s"},
+    {.name = "priority_classes",
+     .type = KEY_U32,
+     .off = offsetof(FA, priority_classes),
+     .min = "1",
+     .max = "4",
+     .def = "4"},
+    {.name = "starvation_guard",
+     .type = KEY_U32,
+     .off = offsetof(FA, starvation_guard),
+     .min = "1",
+     .max = "1000000",
+     .def = "10"},
     {.name = NULL},
 };
 static const struct table fairness_table = {.keys = fairness_keys, .mark_off = NOFIELD};
@@ -1430,42 +1517,60 @@ static const struct table fairness_table = {.keys = fairness_keys, .mark_off = N
 #define TC struct conf_tls_client
 static const struct key tls_client_keys[] = {
     {.name = "verify", .type = KEY_BOOL, .off = offsetof(TC, verify), .def = "true"},
-    {.name = "ca_file", .type = KEY_FILE, .off = offsetof(TC, ca_file),
+    {.name = "ca_file",
+     .type = KEY_FILE,
+     .off = offsetof(TC, ca_file),
      .aux_off = offsetof(TC, ca_file_mark)},
     {.name = "server_name", .type = KEY_HOSTNAME, .off = offsetof(TC, server_name)},
-    {.name = "min_version", .type = KEY_ENUM, .off = offsetof(TC, min_version),
-     .enums = tls_versions, .def = "1.2"},
-    {.name = "cert", .type = KEY_FILE, .off = offsetof(TC, cert),
+    {.name = "min_version",
+     .type = KEY_ENUM,
+     .off = offsetof(TC, min_version),
+     .enums = tls_versions,
+     .def = "1.2"},
+    {.name = "cert",
+     .type = KEY_FILE,
+     .off = offsetof(TC, cert),
      .aux_off = offsetof(TC, cert_mark)},
     {.name = "key", .type = KEY_FILE, .off = offsetof(TC, key), .aux_off = offsetof(TC, key_mark)},
     {.name = NULL},
 };
-static const struct table tls_client_table = {.keys = tls_client_keys,
-                                              .mark_off = offsetof(TC, mark),
-                                              .finish = finish_tls_client};
+static const struct table tls_client_table = {
+    .keys = tls_client_keys, .mark_off = offsetof(TC, mark), .finish = finish_tls_client};
 #undef TC
 
 static const struct key upstream_keys[] = {
     {.name = "url", .type = KEY_CUSTOM, .parse = parse_url, .flags = K_REQUIRED},
-    {.name = "limits", .type = KEY_LIST, .off = offsetof(U, limits),
+    {.name = "limits",
+     .type = KEY_LIST,
+     .off = offsetof(U, limits),
      .aux_off = offsetof(U, nlimits),
-     .min = "1", .max = "8", .sub = &limit_table, .flags = K_REQUIRED},
-    {.name = "max_in_flight", .type = KEY_U32, .off = offsetof(U, max_in_flight), .min = "1",
-     .max = "100000", .def = "64"},
+     .min = "1",
+     .max = "8",
+     .sub = &limit_table,
+     .flags = K_REQUIRED},
+    {.name = "max_in_flight",
+     .type = KEY_U32,
+     .off = offsetof(U, max_in_flight),
+     .min = "1",
+     .max = "100000",
+     .def = "64"},
     {.name = "queue", .type = KEY_SECTION, .off = 0, .sub = &queue_table},
     {.name = "timeouts", .type = KEY_SECTION, .off = 0, .sub = &timeouts_table},
-    {.name = "keepalive", .type = KEY_U32, .off = offsetof(U, keepalive), .min = "0",
-     .max = "100000", .def = "32"},
-    {.name = "preserve_host", .type = KEY_BOOL, .off = offsetof(U, preserve_host),
-     .def = "false"},
+    {.name = "keepalive",
+     .type = KEY_U32,
+     .off = offsetof(U, keepalive),
+     .min = "0",
+     .max = "100000",
+     .def = "32"},
+    {.name = "preserve_host", .type = KEY_BOOL, .off = offsetof(U, preserve_host), .def = "false"},
     {.name = "tls", .type = KEY_SECTION, .off = offsetof(U, tls), .sub = &tls_client_table},
-    {.name = "fairness", .type = KEY_SECTION, .off = offsetof(U, fairness),
-     .sub = &fairness_table},
+    {.name = "fairness", .type = KEY_SECTION, .off = offsetof(U, fairness), .sub = &fairness_table},
     {.name = "feedback", .type = KEY_BOOL, .off = offsetof(U, feedback), .def = "true"},
     {.name = "retry", .type = KEY_SECTION, .off = 0, .sub = &retry_table},
     {.name = NULL},
 };
-static const struct table upstream_table = {.keys = upstream_keys, .size = sizeof(U),
+static const struct table upstream_table = {.keys = upstream_keys,
+                                            .size = sizeof(U),
                                             .mark_off = offsetof(U, mark),
                                             .name_off = offsetof(U, name),
                                             .finish = finish_upstream};
@@ -1478,42 +1583,80 @@ static const struct key route_keys[] = {
     {.name = "strip_prefix", .type = KEY_BOOL, .off = offsetof(R, strip_prefix), .def = "false"},
     {.name = "upstream", .type = KEY_STR, .off = offsetof(R, upstream), .flags = K_REQUIRED},
     {.name = "key", .type = KEY_CUSTOM, .parse = parse_route_key},
-    {.name = "cost", .type = KEY_U32, .off = offsetof(R, cost), .min = "1", .max = "1000",
+    {.name = "cost",
+     .type = KEY_U32,
+     .off = offsetof(R, cost),
+     .min = "1",
+     .max = "1000",
      .def = "1"},
     {.name = "cost_header", .type = KEY_STR, .off = offsetof(R, cost_header)},
-    {.name = "max_cost", .type = KEY_U32, .off = offsetof(R, max_cost), .min = "1",
-     .max = "1000", .def = "100"},
-    {.name = "priority", .type = KEY_U32, .off = offsetof(R, priority), .min = "0",
-     .max = "3", .def = "0"},
+    {.name = "max_cost",
+     .type = KEY_U32,
+     .off = offsetof(R, max_cost),
+     .min = "1",
+     .max = "1000",
+     .def = "100"},
+    {.name = "priority",
+     .type = KEY_U32,
+     .off = offsetof(R, priority),
+     .min = "0",
+     .max = "3",
+     .def = "0"},
     {.name = "priority_header", .type = KEY_STR, .off = offsetof(R, priority_header)},
     {.name = "priority_allowed", .type = KEY_CUSTOM, .parse = parse_priority_allowed},
     {.name = NULL},
 };
-static const struct table route_table = {.keys = route_keys, .size = sizeof(R),
-                                         .mark_off = offsetof(R, mark),
-                                         .finish = finish_route};
+static const struct table route_table = {
+    .keys = route_keys, .size = sizeof(R), .mark_off = offsetof(R, mark), .finish = finish_route};
 #undef R
 
 #define C struct conf
 static const struct key conf_keys[] = {
-    {.name = "listen", .type = KEY_LIST, .off = offsetof(C, listen),
+    {.name = "listen",
+     .type = KEY_LIST,
+     .off = offsetof(C, listen),
      .aux_off = offsetof(C, nlisten),
-     .min = "1", .sub = &listen_table, .flags = K_REQUIRED},
-    {.name = "drain_timeout", .type = KEY_DURATION, .off = offsetof(C, drain_timeout_ms),
-     .min = "0s", .max = "1h", .def = "30s"},
-    {.name = "log_level", .type = KEY_ENUM, .off = offsetof(C, log_level), .enums = log_levels,
+     .min = "1",
+     .sub = &listen_table,
+     .flags = K_REQUIRED},
+    {.name = "drain_timeout",
+     .type = KEY_DURATION,
+     .off = offsetof(C, drain_timeout_ms),
+     .min = "0s",
+     .max = "1h",
+     .def = "30s"},
+    {.name = "log_level",
+     .type = KEY_ENUM,
+     .off = offsetof(C, log_level),
+     .enums = log_levels,
      .def = "info"},
     {.name = "client", .type = KEY_SECTION, .off = offsetof(C, client), .sub = &client_table},
-    {.name = "admin", .type = KEY_SECTION, .off = offsetof(C, admin), .sub = &admin_table,
-     .flags = K_PRESENCE, .aux_off = offsetof(C, admin.enabled)},
-    {.name = "access_log", .type = KEY_SECTION, .off = offsetof(C, access_log),
-     .sub = &access_log_table, .flags = K_PRESENCE, .aux_off = offsetof(C, access_log.enabled)},
-    {.name = "upstreams", .type = KEY_NAMED_MAP, .off = offsetof(C, upstreams),
-     .aux_off = offsetof(C, nupstreams), .min = "1", .sub = &upstream_table,
+    {.name = "admin",
+     .type = KEY_SECTION,
+     .off = offsetof(C, admin),
+     .sub = &admin_table,
+     .flags = K_PRESENCE,
+     .aux_off = offsetof(C, admin.enabled)},
+    {.name = "access_log",
+     .type = KEY_SECTION,
+     .off = offsetof(C, access_log),
+     .sub = &access_log_table,
+     .flags = K_PRESENCE,
+     .aux_off = offsetof(C, access_log.enabled)},
+    {.name = "upstreams",
+     .type = KEY_NAMED_MAP,
+     .off = offsetof(C, upstreams),
+     .aux_off = offsetof(C, nupstreams),
+     .min = "1",
+     .sub = &upstream_table,
      .flags = K_REQUIRED},
-    {.name = "routes", .type = KEY_LIST, .off = offsetof(C, routes),
+    {.name = "routes",
+     .type = KEY_LIST,
+     .off = offsetof(C, routes),
      .aux_off = offsetof(C, nroutes),
-     .min = "1", .sub = &route_table, .flags = K_REQUIRED},
+     .min = "1",
+     .sub = &route_table,
+     .flags = K_REQUIRED},
     {.name = NULL},
 };
 static const struct table conf_table = {.keys = conf_keys, .mark_off = NOFIELD};
@@ -1638,9 +1781,8 @@ static int cross_check(struct loader *ld, struct conf *c, const struct node *roo
         r->upstream_index = (size_t)(u - c->upstreams);
         for (size_t j = 0; j < i; j++) {
             const struct conf_route *o = &c->routes[j];
-            int same_host = r->host == NULL || o->host == NULL
-                                ? r->host == o->host
-                                : strcasecmp(r->host, o->host) == 0;
+            int same_host = r->host == NULL || o->host == NULL ? r->host == o->host
+                                                               : strcasecmp(r->host, o->host) == 0;
             if (!same_host || strcmp(r->path_prefix, o->path_prefix) != 0)
                 continue;
             const struct node *n = list_item_key(root, "routes", i, "path_prefix");
@@ -1656,11 +1798,9 @@ static int cross_check(struct loader *ld, struct conf *c, const struct node *roo
 
 /* ---------------------------------------------------------------- entry points */
 
-static struct conf *load(const char *name, const char *yaml, size_t len, char *err,
-                         size_t errlen)
+static struct conf *load(const char *name, const char *yaml, size_t len, char *err, size_t errlen)
 {
-    struct loader ld = {.file = name, .err = err, .errlen = errlen, .input = yaml,
-                        .inputlen = len};
+    struct loader ld = {.file = name, .err = err, .errlen = errlen, .input = yaml, .inputlen = len};
     struct node *root = NULL;
     struct conf *c;
 

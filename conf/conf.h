@@ -30,12 +30,12 @@ enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
 
 /* TLS toward an upstream (url: https://...). */
 struct conf_tls_client {
-    int enabled;          /* 1 when the url scheme is https */
-    int verify;           /* default 1 */
-    char *ca_file;        /* NULL: the system trust store */
-    char *server_name;    /* NULL: the url's host (SNI and name check) */
-    int min_version;      /* 12 (default) or 13 */
-    char *cert, *key;     /* client certificate for mTLS, both or neither */
+    int enabled;       /* 1 when the url scheme is https */
+    int verify;        /* default 1 */
+    char *ca_file;     /* NULL: the system trust store */
+    char *server_name; /* NULL: the url's host (SNI and name check) */
+    int min_version;   /* 12 (default) or 13 */
+    char *cert, *key;  /* client certificate for mTLS, both or neither */
     struct conf_mark mark, ca_file_mark, cert_mark, key_mark;
 };
 
@@ -47,8 +47,8 @@ struct conf_tls_server {
 };
 
 struct conf_listen {
-    char *address;  /* as written: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443" */
-    char *host;     /* the host part without brackets: "127.0.0.1", "::1" */
+    char *address; /* as written: "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443" */
+    char *host;    /* the host part without brackets: "127.0.0.1", "::1" */
     uint16_t port;
     struct conf_tls_server tls;
     struct conf_mark mark;
@@ -64,34 +64,34 @@ struct conf_limit {
 struct conf_fairness {
     struct conf_limit *key_limits; /* per-key limits, each key its own buckets; 0..4 */
     size_t nkey_limits;
-    uint32_t key_queue_share;      /* default 0: a key may fill the queue; else its cap */
-    uint32_t max_keys;             /* default 10000 keys tracked at once */
-    uint64_t key_idle_ms;          /* default 60000: an idle key is forgotten after this */
-    uint32_t priority_classes;     /* default 4 */
-    uint32_t starvation_guard;     /* default 10: releases in a row from higher classes
-                                    * before a waiting lower class gets one */
+    uint32_t key_queue_share;  /* default 0: a key may fill the queue; else its cap */
+    uint32_t max_keys;         /* default 10000 keys tracked at once */
+    uint64_t key_idle_ms;      /* default 60000: an idle key is forgotten after this */
+    uint32_t priority_classes; /* default 4 */
+    uint32_t starvation_guard; /* default 10: releases in a row from higher classes
+                                * before a waiting lower class gets one */
 };
 
 struct conf_upstream {
-    char *name;         /* the key under `upstreams:` */
-    char *url;          /* as written */
-    int https;          /* scheme */
-    char *host;         /* from the url, no brackets */
-    uint16_t port;      /* from the url, or 80 / 443 */
-    char *base_path;    /* url path without trailing '/', "" when none: prefixed to forwarded paths */
+    char *name;      /* the key under `upstreams:` */
+    char *url;       /* as written */
+    int https;       /* scheme */
+    char *host;      /* from the url, no brackets */
+    uint16_t port;   /* from the url, or 80 / 443 */
+    char *base_path; /* url path without trailing '/', "" when none: prefixed to forwarded paths */
     struct conf_limit *limits; /* at least one */
     size_t nlimits;
-    uint32_t max_in_flight;      /* default 64 */
-    uint32_t queue_size;         /* default 1000 */
-    uint64_t max_wait_ms;        /* default 30000 */
-    uint64_t connect_timeout_ms; /* default 2000 */
-    uint64_t response_timeout_ms;/* default 30000 */
-    uint32_t keepalive;          /* idle connections kept open, default 32 */
-    int preserve_host;           /* forward the client's Host instead of the upstream's; default 0 */
+    uint32_t max_in_flight;       /* default 64 */
+    uint32_t queue_size;          /* default 1000 */
+    uint64_t max_wait_ms;         /* default 30000 */
+    uint64_t connect_timeout_ms;  /* default 2000 */
+    uint64_t response_timeout_ms; /* default 30000 */
+    uint32_t keepalive;           /* idle connections kept open, default 32 */
+    int preserve_host; /* forward the client's Host instead of the upstream's; default 0 */
     struct conf_fairness fairness;
-    int feedback;                /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
+    int feedback; /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
     uint32_t retry_max_attempts; /* default 3: sends of one request refused with 429 */
-    uint64_t retry_max_wait_ms;  /* default 60000: longest upstream-requested pause to retry after */
+    uint64_t retry_max_wait_ms; /* default 60000: longest upstream-requested pause to retry after */
     struct conf_tls_client tls;
     struct conf_mark mark;
 };
@@ -111,41 +111,40 @@ struct conf_route {
     char *upstream;        /* name */
     size_t upstream_index; /* resolved index into conf.upstreams */
     enum conf_key_source key_source; /* default none */
-    char *key_name;        /* header or query parameter name; NULL otherwise */
-    uint32_t cost;         /* default 1: tokens per request, from every limit */
-    char *cost_header;     /* NULL: none; else a request header giving the cost */
-    uint32_t max_cost;     /* default 100: cost_header values are clamped to 1..max_cost */
-    uint32_t priority;     /* default 0 (first) .. 3 */
-    char *priority_header; /* NULL: none; else a request header choosing the class */
+    char *key_name;                  /* header or query parameter name; NULL otherwise */
+    uint32_t cost;                   /* default 1: tokens per request, from every limit */
+    char *cost_header;               /* NULL: none; else a request header giving the cost */
+    uint32_t max_cost;         /* default 100: cost_header values are clamped to 1..max_cost */
+    uint32_t priority;         /* default 0 (first) .. 3 */
+    char *priority_header;     /* NULL: none; else a request header choosing the class */
     uint32_t priority_allowed; /* bit i: the header may choose class i; default: every
                                 * class at or below (numerically >=) `priority` */
     struct conf_mark mark;
 };
 
-
 struct conf_client {
-    uint32_t max_connections;  /* default 1024: stop accepting at the cap */
-    uint32_t max_header_size;  /* default 8k: request line + headers, else 431 */
-    uint64_t max_body_size;    /* default 1m: else 413 */
-    uint64_t timeout_ms;       /* default 60000: read/write inactivity, also keep-alive idle */
+    uint32_t max_connections; /* default 1024: stop accepting at the cap */
+    uint32_t max_header_size; /* default 8k: request line + headers, else 431 */
+    uint64_t max_body_size;   /* default 1m: else 413 */
+    uint64_t timeout_ms;      /* default 60000: read/write inactivity, also keep-alive idle */
 };
 
 struct conf_admin {
-    int enabled;      /* 1 when an `admin:` section is present */
+    int enabled; /* 1 when an `admin:` section is present */
     char *address, *host;
     uint16_t port;
     struct conf_mark mark;
 };
 
 struct conf_access_log {
-    int enabled;      /* 1 when an `access_log:` section is present */
-    char *path;       /* NULL or "-": stderr */
+    int enabled;                 /* 1 when an `access_log:` section is present */
+    char *path;                  /* NULL or "-": stderr */
     enum conf_log_format format; /* default text */
 };
 
 struct conf {
-    char *path;                    /* the file it came from */
-    struct conf_listen *listen;    /* at least one */
+    char *path;                 /* the file it came from */
+    struct conf_listen *listen; /* at least one */
     size_t nlisten;
     uint64_t drain_timeout_ms;     /* default 30000 */
     enum conf_log_level log_level; /* default info */
@@ -154,7 +153,7 @@ struct conf {
     struct conf_access_log access_log;
     struct conf_upstream *upstreams; /* at least one */
     size_t nupstreams;
-    struct conf_route *routes;       /* at least one */
+    struct conf_route *routes; /* at least one */
     size_t nroutes;
 };
 

@@ -28,9 +28,9 @@
 #define FRAC_DIGITS_MAX 9
 
 struct decimal {
-    uint64_t ipart;    /* digits before the point */
-    uint64_t frac;     /* significant digits after the point, trailing zeros removed */
-    unsigned nfrac;    /* how many digits `frac` stands for: value = ipart + frac / 10^nfrac */
+    uint64_t ipart;     /* digits before the point */
+    uint64_t frac;      /* significant digits after the point, trailing zeros removed */
+    unsigned nfrac;     /* how many digits `frac` stands for: value = ipart + frac / 10^nfrac */
     int ipart_overflow; /* the integer part alone does not fit in 64 bits */
     int frac_too_long;  /* more than FRAC_DIGITS_MAX significant fraction digits */
     double value;       /* the same number as a double (for rates and plain numbers) */

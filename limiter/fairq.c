@@ -756,7 +756,9 @@ void fairq_push_head(struct fairq *q, struct waiter *w, uint64_t now_ns)
         s->state = SUB_ACTIVE;
         ring_append(q, s);
         break;
-    case SUB_PARKED: unpark(q, s); break;
+    case SUB_PARKED:
+        unpark(q, s);
+        break;
     default:
         if (q->ring[cls].front == s && s->turn) {
             normalize(q, cls); /* its head changed mid-turn */

@@ -29,11 +29,11 @@
 #include "proxy/log.h"
 
 struct accesslog {
-    int fd;                       /* STDERR_FILENO when to_stderr */
+    int fd; /* STDERR_FILENO when to_stderr */
     int to_stderr;
-    char *path;                   /* NULL when to_stderr */
+    char *path; /* NULL when to_stderr */
     enum conf_log_format format;
-    int write_failing;            /* a write failed: logged once until one succeeds */
+    int write_failing; /* a write failed: logged once until one succeeds */
 };
 
 /* A line being built: starts in `stack`, moves to the heap when it outgrows it. */
@@ -349,7 +349,8 @@ void accesslog_write(struct accesslog *a, const struct accesslog_entry *e)
         if (w <= 0) {
             if (!a->write_failing)
                 log_error("access_log: write to %s failed: %s (further failures not logged)",
-                          a->to_stderr ? "stderr" : a->path, w < 0 ? strerror(errno) : "no progress");
+                          a->to_stderr ? "stderr" : a->path,
+                          w < 0 ? strerror(errno) : "no progress");
             a->write_failing = 1;
             break;
         }

@@ -32,7 +32,7 @@ struct accesslog_entry {
     const char *upstream;
     const char *reason;
     int status;
-    uint64_t bytes;       /* response body bytes sent to the client */
+    uint64_t bytes; /* response body bytes sent to the client */
     int64_t queue_ms;
     int64_t upstream_ms;
 };

@@ -29,8 +29,8 @@
 
 /* Admin requests are small: a request line and a few headers, no body. */
 #define ADMIN_MAX_HEADERS 16384
-#define ADMIN_MAX_BODY 4096
-#define ADMIN_TIMEOUT_S 30
+#define ADMIN_MAX_BODY    4096
+#define ADMIN_TIMEOUT_S   30
 
 struct admin {
     struct server *server;
@@ -92,8 +92,8 @@ static void status_upstream(struct evbuffer *out, const struct upstream *u, uint
     evbuffer_add(out, ",\"limits\":[", 11);
     for (i = 0; i < dispatch_nlimits(d) && i < cu->nlimits; i++)
         evbuffer_add_printf(out, "%s{\"rate_per_sec\":%.17g,\"burst\":%.17g,\"tokens\":%.3f}",
-                            i ? "," : "", cu->limits[i].rate_per_sec,
-                            cu->limits[i].burst_tokens, dispatch_tokens(d, i, now));
+                            i ? "," : "", cu->limits[i].rate_per_sec, cu->limits[i].burst_tokens,
+                            dispatch_tokens(d, i, now));
     evbuffer_add_printf(out,
                         "],\"queue_depth\":%zu,\"queue_capacity\":%zu,\"in_flight\":%" PRIu32
                         ",\"max_in_flight\":%" PRIu32 ",\"max_wait_ms\":%" PRIu64
@@ -108,10 +108,10 @@ static void status_upstream(struct evbuffer *out, const struct upstream *u, uint
     evbuffer_add_printf(out,
                         ",\"counters\":{\"admitted\":%" PRIu64 ",\"released\":%" PRIu64
                         ",\"refused_full\":%" PRIu64 ",\"refused_late\":%" PRIu64
-                        ",\"expired\":%" PRIu64 ",\"withdrawn\":%" PRIu64
-                        ",\"responses\":%" PRIu64 ",\"failures\":%" PRIu64 "}}",
-                        st->admitted, st->released, st->refused_full, st->refused_late,
-                        st->expired, st->withdrawn, st->responses, st->failures);
+                        ",\"expired\":%" PRIu64 ",\"withdrawn\":%" PRIu64 ",\"responses\":%" PRIu64
+                        ",\"failures\":%" PRIu64 "}}",
+                        st->admitted, st->released, st->refused_full, st->refused_late, st->expired,
+                        st->withdrawn, st->responses, st->failures);
 }
 
 static void serve_status(struct admin *a, struct evhttp_request *req)

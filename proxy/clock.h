@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define NS_PER_MS 1000000ull
+#define NS_PER_MS  1000000ull
 #define NS_PER_SEC 1000000000ull
 
 /* Monotonic nanoseconds (CLOCK_MONOTONIC: unaffected by wall-clock changes). */

@@ -25,10 +25,10 @@ struct feedback_headers {
 
 struct feedback {
     int has_retry_after;
-    uint64_t retry_after_ms;  /* wait before sending again */
+    uint64_t retry_after_ms; /* wait before sending again */
     int has_budget;
-    uint64_t remaining;       /* requests the upstream still accepts before the reset */
-    uint64_t reset_ms;        /* when the budget renews */
+    uint64_t remaining; /* requests the upstream still accepts before the reset */
+    uint64_t reset_ms;  /* when the budget renews */
 };
 
 /* Fill `fb` from the headers present. Returns 1 when anything was understood, else 0. */

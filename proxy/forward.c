@@ -37,8 +37,8 @@
 #define RELAY_HIGH_WATER (256 * 1024)
 
 static const char *const hop_by_hop[] = {
-    "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
-    "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", NULL,
+    "Connection", "Keep-Alive",          "Proxy-Connection",   "TE", "Trailer", "Transfer-Encoding",
+    "Upgrade",    "Proxy-Authorization", "Proxy-Authenticate", NULL,
 };
 
 /* Is `name` one of the comma-separated tokens of a Connection header value? */
@@ -84,7 +84,8 @@ static const char *joined_connection(struct evkeyvalq *headers, char *buf, size_
     size_t used = 0;
 
     buf[0] = '\0';
-    TAILQ_FOREACH(h, headers, next) {
+    TAILQ_FOREACH(h, headers, next)
+    {
         if (strcasecmp(h->key, "Connection") == 0) {
             int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", h->value);
             if (n < 0 || (size_t)n >= len - used)
@@ -132,7 +133,8 @@ static void copy_request_headers(struct request *r, struct evhttp_request *out)
     size_t xff_len = 0;
 
     xff[0] = '\0';
-    TAILQ_FOREACH(h, in, next) {
+    TAILQ_FOREACH(h, in, next)
+    {
         if (forward_is_hop_by_hop(h->key, connection) || strcasecmp(h->key, "Host") == 0 ||
             strcasecmp(h->key, "Content-Length") == 0 || strcasecmp(h->key, "Expect") == 0 ||
             strcasecmp(h->key, "X-Forwarded-Proto") == 0 ||
@@ -190,7 +192,8 @@ static void relay_start(struct request *r, struct evhttp_request *in)
     struct evkeyval *h;
     const char *phrase = evhttp_request_get_response_code_line(in);
 
-    TAILQ_FOREACH(h, ih, next) {
+    TAILQ_FOREACH(h, ih, next)
+    {
         if (forward_is_hop_by_hop(h->key, connection))
             continue;
         evhttp_add_header(oh, h->key, h->value);
@@ -209,8 +212,7 @@ static void relay_start(struct request *r, struct evhttp_request *in)
         evhttp_add_header(oh, "Connection", "close");
     r->state = REQUEST_RELAYING;
     client_bind(r, 1);
-    evhttp_send_reply_start(r->client, evhttp_request_get_response_code(in),
-                            phrase ? phrase : "");
+    evhttp_send_reply_start(r->client, evhttp_request_get_response_code(in), phrase ? phrase : "");
 }
 
 static int headers_cb(struct evhttp_request *in, void *arg)
@@ -256,10 +258,10 @@ static void body_cb(struct evhttp_request *in, void *arg)
         return;
     }
     client_conn = evhttp_request_get_connection(r->client);
-    if (client_conn != NULL &&
-        evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(client_conn))) +
-                evbuffer_get_length(piece) >
-            RELAY_HIGH_WATER) {
+    if (client_conn != NULL && evbuffer_get_length(bufferevent_get_output(
+                                   evhttp_connection_get_bufferevent(client_conn))) +
+                                       evbuffer_get_length(piece) >
+                                   RELAY_HIGH_WATER) {
         /* Slow client: stop reading the upstream until the client has taken what it has,
          * so memory stays bounded by buffers, not by the body. While paused, watch the
          * client so that its leaving is noticed even though nothing is being written. */
@@ -323,8 +325,8 @@ static void done_cb(struct evhttp_request *in, void *arg)
     if (code == 0 && err < 0 && r->tls_reason == NULL && upstream_is_tls(u) && conn != NULL)
         /* evhttp reports a connection reset right after the handshake (a TLS 1.3 server
          * refusing our certificate) as a connect failure, without the error callback. */
-        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(conn), 1, r->tls_why,
-                                    sizeof(r->tls_why));
+        r->tls_reason =
+            tls_failure(evhttp_connection_get_bufferevent(conn), 1, r->tls_why, sizeof(r->tls_why));
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
          * connect failures and connect timeouts by calling us without an error). */
@@ -340,8 +342,9 @@ static void done_cb(struct evhttp_request *in, void *arg)
             request_reply_error(r, 502, r->tls_reason, 0, "upstream '%s': %s", upstream_name(u),
                                 r->tls_why);
         } else if (err < 0) {
-            request_reply_error(r, 502, "upstream_connect", 0, "cannot connect to upstream '%s' (%s:%u)",
-                                upstream_name(u), upstream_conf(u)->host, upstream_conf(u)->port);
+            request_reply_error(r, 502, "upstream_connect", 0,
+                                "cannot connect to upstream '%s' (%s:%u)", upstream_name(u),
+                                upstream_conf(u)->host, upstream_conf(u)->port);
         } else if (err == EVREQ_HTTP_TIMEOUT) {
             request_reply_error(r, 504, "upstream_timeout", 0,
                                 "no answer from upstream '%s' within %llums", upstream_name(u),

@@ -39,8 +39,8 @@
 
 struct listener {
     struct frontend *frontend;
-    const struct conf_listen *conf;    /* in the serving config; NULL once retired */
-    struct tls_ctx *tls;               /* TLS listeners: the server context */
+    const struct conf_listen *conf; /* in the serving config; NULL once retired */
+    struct tls_ctx *tls;            /* TLS listeners: the server context */
     struct evhttp *http;
     struct evhttp_bound_socket *bound; /* NULL once closed */
     struct listener *next;
@@ -48,13 +48,13 @@ struct listener {
 
 struct frontend {
     struct server *server;
-    struct listener *listeners;  /* serving, in config order */
-    struct listener *retired;    /* closed by a reload; their connections finish, freed at exit */
-    size_t connections;          /* open client connections */
-    int paused;                  /* accepting stopped at max_connections */
+    struct listener *listeners;   /* serving, in config order */
+    struct listener *retired;     /* closed by a reload; their connections finish, freed at exit */
+    size_t connections;           /* open client connections */
+    int paused;                   /* accepting stopped at max_connections */
     struct bufferevent **pending; /* new connections awaiting their close callback */
     size_t npending, pending_cap;
-    struct event *pending_ev;    /* priority 0: registers close callbacks */
+    struct event *pending_ev; /* priority 0: registers close callbacks */
 };
 
 static void set_accepting(struct frontend *f, int on)
@@ -184,7 +184,7 @@ static int header_count(struct evkeyvalq *headers, const char *name)
     int n = 0;
 
     TAILQ_FOREACH(h, headers, next)
-        n += strcasecmp(h->key, name) == 0;
+    n += strcasecmp(h->key, name) == 0;
     return n;
 }
 
@@ -194,7 +194,7 @@ static size_t header_bytes(struct evhttp_request *req)
     size_t n = strlen(evhttp_request_get_uri(req)) + 16; /* request line */
 
     TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
-        n += strlen(h->key) + strlen(h->value) + 4; /* ": " and CRLF */
+    n += strlen(h->key) + strlen(h->value) + 4; /* ": " and CRLF */
     return n;
 }
 
@@ -227,7 +227,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
     if (header_count(in, "Content-Length") > 1 || header_count(in, "Transfer-Encoding") > 1) {
         /* The framing is ambiguous (evhttp used the first): the connection may hold the
          * rest of a smuggled request, so it is closed after this answer. */
-        request_reply_error(r, 400, "bad_request", 0, "repeated Content-Length or Transfer-Encoding");
+        request_reply_error(r, 400, "bad_request", 0,
+                            "repeated Content-Length or Transfer-Encoding");
         return;
     }
     if (te != NULL && strcasecmp(te, "chunked") != 0) {
@@ -328,8 +329,7 @@ static void listener_close(struct listener *l)
 /* Same socket? (Same address and port, and TLS or not.) */
 static int listener_same(const struct conf_listen *a, const struct conf_listen *b)
 {
-    return a->port == b->port && strcmp(a->host, b->host) == 0 &&
-           a->tls.enabled == b->tls.enabled;
+    return a->port == b->port && strcmp(a->host, b->host) == 0 && a->tls.enabled == b->tls.enabled;
 }
 
 struct frontend *frontend_new(struct server *s)

@@ -18,12 +18,12 @@ int log_enabled(enum log_level level);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define log_warn(...) log_write(LOG_LEVEL_WARN, __VA_ARGS__)
-#define log_info(...) log_write(LOG_LEVEL_INFO, __VA_ARGS__)
-#define log_debug(...)                                                                     \
-    do {                                                                                   \
-        if (log_enabled(LOG_LEVEL_DEBUG))                                                  \
-            log_write(LOG_LEVEL_DEBUG, __VA_ARGS__);                                       \
+#define log_warn(...)  log_write(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_info(...)  log_write(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                          \
+            log_write(LOG_LEVEL_DEBUG, __VA_ARGS__);                                               \
     } while (0)
 
 /* Route libevent's own warnings into this log (call once at start-up). */

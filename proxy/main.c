@@ -43,13 +43,13 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sluice [-t] [-c FILE]\n"
-            "  -c FILE  configuration (default " SLUICE_DEFAULT_CONF ")\n"
-            "  -t       check the configuration and exit (0 valid, 1 invalid)\n"
-            "  -v       print the version and exit\n"
-            "  -h       print this help and exit\n"
-            "signals: TERM/INT drain and exit, HUP reload the configuration, USR1 reopen the access log\n");
+    fprintf(out, "usage: sluice [-t] [-c FILE]\n"
+                 "  -c FILE  configuration (default " SLUICE_DEFAULT_CONF ")\n"
+                 "  -t       check the configuration and exit (0 valid, 1 invalid)\n"
+                 "  -v       print the version and exit\n"
+                 "  -h       print this help and exit\n"
+                 "signals: TERM/INT drain and exit, HUP reload the configuration, USR1 reopen the "
+                 "access log\n");
 }
 
 static struct timeval ms_to_tv(uint64_t ms)
@@ -158,10 +158,14 @@ static void reopen_signal_cb(evutil_socket_t sig, short what, void *arg)
 static enum log_level to_log_level(enum conf_log_level l)
 {
     switch (l) {
-    case CONF_LOG_ERROR: return LOG_LEVEL_ERROR;
-    case CONF_LOG_WARN: return LOG_LEVEL_WARN;
-    case CONF_LOG_DEBUG: return LOG_LEVEL_DEBUG;
-    case CONF_LOG_INFO: break;
+    case CONF_LOG_ERROR:
+        return LOG_LEVEL_ERROR;
+    case CONF_LOG_WARN:
+        return LOG_LEVEL_WARN;
+    case CONF_LOG_DEBUG:
+        return LOG_LEVEL_DEBUG;
+    case CONF_LOG_INFO:
+        break;
     }
     return LOG_LEVEL_INFO;
 }
@@ -217,9 +221,9 @@ static int server_start(struct server *s)
         s->upstreams[i] = upstream_new(s, &s->conf->upstreams[i]);
         if (s->upstreams[i] == NULL)
             return -1;
-        log_info("upstream %s: %s, %zu limit(s), queue %u, max_wait %llums", s->conf->upstreams[i].name,
-                 s->conf->upstreams[i].url, s->conf->upstreams[i].nlimits,
-                 s->conf->upstreams[i].queue_size,
+        log_info("upstream %s: %s, %zu limit(s), queue %u, max_wait %llums",
+                 s->conf->upstreams[i].name, s->conf->upstreams[i].url,
+                 s->conf->upstreams[i].nlimits, s->conf->upstreams[i].queue_size,
                  (unsigned long long)s->conf->upstreams[i].max_wait_ms);
     }
     s->router = router_new(s->conf);
@@ -269,11 +273,21 @@ int main(int argc, char **argv)
     memset(&s, 0, sizeof(s));
     while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
         switch (opt) {
-        case 'c': conf_path = optarg; break;
-        case 't': check_only = 1; break;
-        case 'v': printf("sluice %s\n", SLUICE_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            conf_path = optarg;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'v':
+            printf("sluice %s\n", SLUICE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
@@ -324,8 +338,8 @@ int main(int argc, char **argv)
     sig_usr1 = evsignal_new(s.base, SIGUSR1, reopen_signal_cb, &s);
     sig_hup = evsignal_new(s.base, SIGHUP, reload_signal_cb, &s);
     s.reap = event_new(s.base, -1, 0, reap_cb, &s);
-    if (s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL ||
-        s.grace_timer == NULL || sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
+    if (s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL || s.grace_timer == NULL ||
+        sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
         evsignal_add(sig_usr1, NULL) != 0 || sig_hup == NULL || s.reap == NULL ||
         evsignal_add(sig_hup, NULL) != 0) {

@@ -34,15 +34,15 @@
 
 /* Upper bounds of the histogram buckets, in ns; the +Inf bucket follows them. */
 static const uint64_t bucket_bounds_ns[] = {
-    1000000ull,     5000000ull,     10000000ull,    25000000ull,    50000000ull,
-    100000000ull,   250000000ull,   500000000ull,   1000000000ull,  2500000000ull,
-    5000000000ull,  10000000000ull, 30000000000ull, 60000000000ull,
+    1000000ull,    5000000ull,     10000000ull,    25000000ull,    50000000ull,
+    100000000ull,  250000000ull,   500000000ull,   1000000000ull,  2500000000ull,
+    5000000000ull, 10000000000ull, 30000000000ull, 60000000000ull,
 };
 static const char *const bucket_labels[] = {
     "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
     "0.5",   "1",     "2.5",  "5",     "10",   "30",  "60",
 };
-#define NBOUNDS (sizeof(bucket_bounds_ns) / sizeof(bucket_bounds_ns[0]))
+#define NBOUNDS  (sizeof(bucket_bounds_ns) / sizeof(bucket_bounds_ns[0]))
 #define NBUCKETS (NBOUNDS + 1)
 
 /* Reasons counted as rejections (503 before reaching the upstream). */
@@ -85,8 +85,8 @@ struct metrics {
     size_t nups, ups_cap;
     struct index ups_index;
     uint64_t reloads_ok, reloads_failed;
-    int64_t last_reload_unix;   /* last successful load (start-up counts), unix seconds */
-    int last_reload_ok;         /* outcome of the last attempt */
+    int64_t last_reload_unix; /* last successful load (start-up counts), unix seconds */
+    int last_reload_ok;       /* outcome of the last attempt */
 };
 
 /* ---------------------------------------------------------------- hashing */
@@ -425,8 +425,8 @@ static int configured(const struct server *s, const char *name)
 
 /* Histograms of every configured upstream (zero until it sees traffic), then of every
  * other upstream that has data (one removed by a reload keeps its history). */
-static void render_histograms(const struct metrics *m, const struct server *s,
-                              struct evbuffer *out, const char *name, int latency)
+static void render_histograms(const struct metrics *m, const struct server *s, struct evbuffer *out,
+                              const char *name, int latency)
 {
     static const struct histogram empty;
     size_t i;
@@ -439,7 +439,9 @@ static void render_histograms(const struct metrics *m, const struct server *s,
         un = upstream_name(s->upstreams[i]);
         us = up_find(m, un, hash_name(un));
         render_histogram(out, name, un,
-                         us == NULL ? &empty : latency ? &us->latency : &us->queue_wait);
+                         us == NULL ? &empty
+                         : latency  ? &us->latency
+                                    : &us->queue_wait);
     }
     for (i = 0; i < m->nups; i++) {
         const struct up_series *us = &m->ups[i];

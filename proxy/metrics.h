@@ -8,11 +8,10 @@
  *
  * Exposed (names are the contract):
  *   sluice_requests_total{upstream,route,status,reason}     counter
- *   sluice_rejections_total{upstream,reason}                 counter (queue_full, deadline, shutdown,
- *                                                             key_queue_full)
- *   sluice_queue_wait_seconds{upstream}                      histogram (time queued, released or not)
- *   sluice_upstream_latency_seconds{upstream}                histogram (sent -> response headers)
- *   sluice_queue_depth{upstream} / sluice_queue_capacity{upstream}   gauges
+ *   sluice_rejections_total{upstream,reason}                 counter (queue_full, deadline,
+ * shutdown, key_queue_full) sluice_queue_wait_seconds{upstream}                      histogram
+ * (time queued, released or not) sluice_upstream_latency_seconds{upstream}                histogram
+ * (sent -> response headers) sluice_queue_depth{upstream} / sluice_queue_capacity{upstream} gauges
  *   sluice_in_flight{upstream} / sluice_max_in_flight{upstream}      gauges
  *   sluice_tokens_available{upstream,limit}                  gauge (limit = "10/s" as configured)
  *   sluice_config_reloads_total{result="ok|failed"}          counter
@@ -22,9 +21,8 @@
  *   sluice_upstream_pauses_total{upstream}                   counter (Retry-After pauses)
  *   sluice_upstream_budget_reports_total{upstream}           counter (RateLimit budgets obeyed)
  *   sluice_upstream_paused{upstream}                         gauge 0/1
- *   sluice_keys{upstream} / sluice_active_keys{upstream}     gauges (fair-queuing keys tracked / queued)
- *   sluice_client_connections                                gauge
- *   sluice_draining                                          gauge 0/1
+ *   sluice_keys{upstream} / sluice_active_keys{upstream}     gauges (fair-queuing keys tracked /
+ * queued) sluice_client_connections                                gauge sluice_draining gauge 0/1
  *
  * Labels: upstream and route are "" for a request that never got one (404 no_route,
  * 503 shutdown while draining). limit is the limit's rate in the unit that shows it

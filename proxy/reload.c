@@ -92,11 +92,11 @@ void reload_reap(struct server *s)
 /* What a reload builds before it changes anything. */
 struct pending {
     struct confgen *gen;
-    struct upstream **upstreams;        /* indexed like the new conf */
-    struct upstream_change **changes;   /* for kept upstreams */
-    unsigned char *created;             /* upstreams[i] is new */
+    struct upstream **upstreams;      /* indexed like the new conf */
+    struct upstream_change **changes; /* for kept upstreams */
+    unsigned char *created;           /* upstreams[i] is new */
     struct router *router;
-    struct admin *admin;                /* new admin listener, when it moves */
+    struct admin *admin; /* new admin listener, when it moves */
     int admin_replaced;
     struct accesslog *access;
     int access_replaced;
@@ -145,8 +145,8 @@ static int prepare(struct server *s, struct pending *p, char *err, size_t errlen
             /* upstream_new reads s->conf only for messages; its limits come from cu. */
             p->upstreams[i] = upstream_new(s, cu);
             if (p->upstreams[i] == NULL) {
-                snprintf(err, errlen, "%s:%u:%u: upstreams.%s: cannot create (see above)",
-                         c->path, cu->mark.line, cu->mark.col, cu->name);
+                snprintf(err, errlen, "%s:%u:%u: upstreams.%s: cannot create (see above)", c->path,
+                         cu->mark.line, cu->mark.col, cu->name);
                 return -1;
             }
             p->created[i] = 1;

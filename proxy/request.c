@@ -151,43 +151,60 @@ void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *ou
     snprintf(buf, sizeof(buf), "\"%s\";q=%lu;w=%lu", policy, (unsigned long)lim->burst_tokens,
              window_s ? window_s : 1);
     evhttp_add_header(out, "RateLimit-Policy", buf);
-    snprintf(buf, sizeof(buf), "\"%s\";r=%lu;t=%lu", policy, (unsigned long)floor(tokens),
-             reset_s);
+    snprintf(buf, sizeof(buf), "\"%s\";r=%lu;t=%lu", policy, (unsigned long)floor(tokens), reset_s);
     evhttp_add_header(out, "RateLimit", buf);
 }
 
 const char *request_method_name(int cmd)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "-";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "-";
     }
 }
 
 static const char *status_phrase(int status)
 {
     switch (status) {
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 413:
+        return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
     }
 }
 
-void request_reply_error(struct request *r, int status, const char *reason,
-                         uint32_t retry_after_s, const char *fmt, ...)
+void request_reply_error(struct request *r, int status, const char *reason, uint32_t retry_after_s,
+                         const char *fmt, ...)
 {
     struct evbuffer *body;
     struct evkeyvalq *out;

@@ -34,39 +34,39 @@ enum request_state {
 };
 
 struct request {
-    uint64_t id;                      /* for logs, from server.next_request_id */
+    uint64_t id; /* for logs, from server.next_request_id */
     struct server *server;
     enum request_state state;
-    struct evhttp_request *client;    /* evhttp's; NULL once answered */
-    struct confgen *gen;              /* held: the config `route` points into */
-    const struct conf_route *route;   /* NULL before routing */
-    struct upstream *upstream;        /* NULL before routing */
-    struct waiter waiter;             /* linked while queued; waiter.data == this */
-    struct event *client_watch;       /* EV_CLOSED on the client socket while queued/in flight */
-    struct evhttp_request *outgoing;  /* evhttp's outgoing request while in flight */
-    struct evhttp_connection *conn;   /* pooled upstream connection while in flight */
-    uint64_t arrived_ns;              /* monotonic, when evhttp handed it over */
-    uint64_t released_ns;             /* when the dispatcher let it go (0: not yet) */
-    char client_ip[64];               /* for X-Forwarded-For and logs */
-    int client_paused;                /* relaying: upstream reads paused for a slow client */
-    int client_bound;                 /* frontend_bind_request() is in force */
-    uint32_t attempts;                /* times sent to the upstream */
-    uint16_t key_len;                 /* fair-queuing key (proxy/classify); 0: none */
+    struct evhttp_request *client;   /* evhttp's; NULL once answered */
+    struct confgen *gen;             /* held: the config `route` points into */
+    const struct conf_route *route;  /* NULL before routing */
+    struct upstream *upstream;       /* NULL before routing */
+    struct waiter waiter;            /* linked while queued; waiter.data == this */
+    struct event *client_watch;      /* EV_CLOSED on the client socket while queued/in flight */
+    struct evhttp_request *outgoing; /* evhttp's outgoing request while in flight */
+    struct evhttp_connection *conn;  /* pooled upstream connection while in flight */
+    uint64_t arrived_ns;             /* monotonic, when evhttp handed it over */
+    uint64_t released_ns;            /* when the dispatcher let it go (0: not yet) */
+    char client_ip[64];              /* for X-Forwarded-For and logs */
+    int client_paused;               /* relaying: upstream reads paused for a slow client */
+    int client_bound;                /* frontend_bind_request() is in force */
+    uint32_t attempts;               /* times sent to the upstream */
+    uint16_t key_len;                /* fair-queuing key (proxy/classify); 0: none */
     char key[256];
-    int retrying;                     /* the upstream refused it unprocessed: going again */
-    int upstream_error;               /* evhttp_request_error + 1 from the error callback; 0: none */
-    const char *tls_reason;           /* set when the upstream TLS handshake failed */
-    char tls_why[200];                /* its cause, for the log and the error body */
-    int client_tls;                   /* arrived on a TLS listener */
+    int retrying;           /* the upstream refused it unprocessed: going again */
+    int upstream_error;     /* evhttp_request_error + 1 from the error callback; 0: none */
+    const char *tls_reason; /* set when the upstream TLS handshake failed */
+    char tls_why[200];      /* its cause, for the log and the error body */
+    int client_tls;         /* arrived on a TLS listener */
     /* What the access log and metrics report when the request ends (request_free). */
-    int status;                       /* sent to the client; 0: none (client left: 499) */
-    const char *reason;               /* "ok" or the Sluice-Reason; static string */
-    uint64_t sent_ns;                 /* handed to the upstream connection (0: never) */
-    uint64_t headers_ns;              /* upstream's response headers arrived (0: never) */
-    uint64_t bytes_out;               /* response body bytes handed to the client */
-    const char *method;               /* static string */
-    char *target;                     /* the client's request-target; only with an access log */
-    char *user_agent;                 /* only with an access log */
+    int status;          /* sent to the client; 0: none (client left: 499) */
+    const char *reason;  /* "ok" or the Sluice-Reason; static string */
+    uint64_t sent_ns;    /* handed to the upstream connection (0: never) */
+    uint64_t headers_ns; /* upstream's response headers arrived (0: never) */
+    uint64_t bytes_out;  /* response body bytes handed to the client */
+    const char *method;  /* static string */
+    char *target;        /* the client's request-target; only with an access log */
+    char *user_agent;    /* only with an access log */
 };
 
 /* Allocate for evhttp's `client` request. Returns NULL on out-of-memory. */
@@ -80,9 +80,8 @@ void request_free(struct request *r);
 /* Answer the client with an error sluice produced itself: `status`, a short text body,
  * `Sluice-Reason: reason`, and `Retry-After: retry_after_s` when > 0. Then free `r`.
  * Logs one line at info (warn for 5xx caused by the upstream). */
-void request_reply_error(struct request *r, int status, const char *reason,
-                         uint32_t retry_after_s, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void request_reply_error(struct request *r, int status, const char *reason, uint32_t retry_after_s,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Start/stop watching the client socket for a hang-up (EV_CLOSED). On hang-up the
  * request is withdrawn from wherever it is (queue or upstream) and freed, and the
@@ -92,8 +91,8 @@ void request_unwatch_client(struct request *r);
 
 /* Add RateLimit-Policy / RateLimit (IETF httpapi draft) describing the client's budget,
  * on routes with a `key:`: its key's first per-key limit when the upstream has key
- * limits, else the upstream's first limit (shared by every key). q = burst, w = seconds to refill it, r = whole tokens now, t = seconds
- * until full again. */
+ * limits, else the upstream's first limit (shared by every key). q = burst, w = seconds to refill
+ * it, r = whole tokens now, t = seconds until full again. */
 struct evkeyvalq;
 void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *out);
 

@@ -35,25 +35,25 @@ enum server_state {
 
 struct server {
     struct event_base *base;
-    struct evdns_base *dns;       /* non-blocking name resolution for upstream hosts */
-    struct conf *conf;            /* the config serving now: gen->conf */
-    struct confgen *gen;          /* its reference-counted generation (proxy/reload) */
+    struct evdns_base *dns; /* non-blocking name resolution for upstream hosts */
+    struct conf *conf;      /* the config serving now: gen->conf */
+    struct confgen *gen;    /* its reference-counted generation (proxy/reload) */
     struct router *router;
-    struct upstream **upstreams;  /* indexed like conf->upstreams */
+    struct upstream **upstreams; /* indexed like conf->upstreams */
     size_t nupstreams;
-    struct upstream **retired;    /* removed by a reload, draining; freed when idle */
+    struct upstream **retired; /* removed by a reload, draining; freed when idle */
     size_t nretired;
-    struct event *reap;           /* activated when a retired upstream becomes idle */
+    struct event *reap; /* activated when a retired upstream becomes idle */
     struct frontend *frontend;
-    struct metrics *metrics;      /* kept across reloads */
-    struct accesslog *access;     /* NULL without access_log */
-    struct admin *admin;          /* NULL without admin */
+    struct metrics *metrics;  /* kept across reloads */
+    struct accesslog *access; /* NULL without access_log */
+    struct admin *admin;      /* NULL without admin */
     enum server_state state;
-    uint64_t next_request_id;     /* request ids in logs, from 1 */
-    size_t requests_open;         /* struct request alive: queued, in flight or replying */
-    struct event *drain_timer;    /* fires at drain_timeout: answer what is still queued */
-    struct event *stop_check;     /* activated when a request or connection ends while draining */
-    struct event *grace_timer;    /* last answers get this long to be written before exit */
+    uint64_t next_request_id;  /* request ids in logs, from 1 */
+    size_t requests_open;      /* struct request alive: queued, in flight or replying */
+    struct event *drain_timer; /* fires at drain_timeout: answer what is still queued */
+    struct event *stop_check;  /* activated when a request or connection ends while draining */
+    struct event *grace_timer; /* last answers get this long to be written before exit */
 };
 
 /* Called when a request or a client connection ends (any outcome): lets a draining

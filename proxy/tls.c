@@ -47,8 +47,8 @@ static void fail_at(char *err, size_t errlen, const char *path, const struct con
 
 /* Load a certificate chain and its key into `ctx` and check that they match. `where`
  * names the config section in messages ("upstreams.api.tls", "listen[ADDR].tls"). */
-static int load_cert_key(SSL_CTX *ctx, const struct conf *c, const char *where,
-                         const char *cert, const struct conf_mark *cert_mark, const char *key,
+static int load_cert_key(SSL_CTX *ctx, const struct conf *c, const char *where, const char *cert,
+                         const struct conf_mark *cert_mark, const char *key,
                          const struct conf_mark *key_mark, char *err, size_t errlen)
 {
     char what[300];
@@ -115,8 +115,8 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
     SSL_CTX_set_verify(t->ssl, tc->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     if (tc->cert != NULL) {
         snprintf(what, sizeof(what), "upstreams.%s.tls", cu->name);
-        if (load_cert_key(t->ssl, c, what, tc->cert, &tc->cert_mark, tc->key, &tc->key_mark,
-                          err, errlen) != 0)
+        if (load_cert_key(t->ssl, c, what, tc->cert, &tc->cert_mark, tc->key, &tc->key_mark, err,
+                          errlen) != 0)
             goto fail;
     }
     return t;
@@ -285,8 +285,9 @@ const char *tls_failure(struct bufferevent *bev, int before_request, char *why, 
     if (before_request && progress == &handshake_done) {
         /* Reset as the connection came up, before our request was written: a TLS 1.3
          * server refusing our certificate, whose alert the reset overtook. */
-        snprintf(why, whylen, "TLS handshake failed: the upstream reset the connection right "
-                              "after the handshake (client certificate refused?)");
+        snprintf(why, whylen,
+                 "TLS handshake failed: the upstream reset the connection right "
+                 "after the handshake (client certificate refused?)");
         return "tls_handshake_failed";
     }
     return NULL; /* no handshake began (TCP failed) or it had completed */

@@ -42,25 +42,25 @@ struct upstream {
     struct server *server;
     const struct conf_upstream *conf;
     struct dispatch *dispatch;
-    struct event *timer;               /* the dispatcher's one wake-up */
-    struct tls_ctx *tls;               /* https upstreams: the client context */
-    int ip_literal;                    /* host is an address: no resolver needed (getaddrinfo
-                                        * answers numeric hosts at once, without blocking) */
-    struct evhttp_connection **idle;   /* idle keep-alive connections, LIFO */
+    struct event *timer;             /* the dispatcher's one wake-up */
+    struct tls_ctx *tls;             /* https upstreams: the client context */
+    int ip_literal;                  /* host is an address: no resolver needed (getaddrinfo
+                                      * answers numeric hosts at once, without blocking) */
+    struct evhttp_connection **idle; /* idle keep-alive connections, LIFO */
     size_t nidle, idle_cap;
-    uint32_t conns_lent;               /* connections lent to in-flight requests */
+    uint32_t conns_lent;                /* connections lent to in-flight requests */
     struct evhttp_connection **closing; /* given back but not kept: freed by the next kick */
     size_t nclosing, closing_cap;
     struct upstream_stats stats;
-    struct confgen *retired_gen;       /* retired by a reload: the config `conf` points into */
+    struct confgen *retired_gen; /* retired by a reload: the config `conf` points into */
 };
 
 /* Everything a reload needs to change an upstream, built before anything changes. */
 struct upstream_change {
     const struct conf_upstream *conf;
-    struct tls_ctx *tls;                /* new client context (https), or NULL */
-    struct evhttp_connection **idle;    /* resized idle array, or NULL when the size is kept */
-    int endpoint_changed;               /* url or TLS settings differ: drop idle connections */
+    struct tls_ctx *tls;             /* new client context (https), or NULL */
+    struct evhttp_connection **idle; /* resized idle array, or NULL when the size is kept */
+    int endpoint_changed;            /* url or TLS settings differ: drop idle connections */
 };
 
 static void upstream_kick(struct upstream *u);
@@ -209,8 +209,8 @@ void upstream_submit(struct upstream *u, struct request *r)
     enum dispatch_admit verdict;
 
     memset(&adm, 0, sizeof(adm));
-    verdict = dispatch_submit_key(u->dispatch, &r->waiter, r->key_len ? r->key : NULL,
-                                  r->key_len, now, &adm);
+    verdict = dispatch_submit_key(u->dispatch, &r->waiter, r->key_len ? r->key : NULL, r->key_len,
+                                  now, &adm);
     retry_ns = adm.retry_after_ns;
     if (verdict == DISPATCH_FULL && adm.key_full) {
         u->stats.refused_full++;
@@ -239,8 +239,8 @@ void upstream_submit(struct upstream *u, struct request *r)
     case DISPATCH_LATE:
         u->stats.refused_late++;
         request_reply_error(r, 503, "deadline", retry_after_seconds(retry_ns),
-                            "upstream '%s' predicted wait exceeds max_wait %llums",
-                            u->conf->name, (unsigned long long)u->conf->max_wait_ms);
+                            "upstream '%s' predicted wait exceeds max_wait %llums", u->conf->name,
+                            (unsigned long long)u->conf->max_wait_ms);
         return;
     }
 }
@@ -437,7 +437,6 @@ int upstream_idle(const struct upstream *u)
     return dispatch_queue_len(u->dispatch) == 0 && dispatch_in_flight(u->dispatch) == 0 &&
            u->conns_lent == 0;
 }
-
 
 static int same_str(const char *a, const char *b)
 {

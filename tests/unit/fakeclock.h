@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define NS_PER_MS 1000000ull
+#define NS_PER_MS  1000000ull
 #define NS_PER_SEC 1000000000ull
 
 static uint64_t fake_now_ns = 1000 * NS_PER_SEC;

@@ -328,16 +328,11 @@ static void test_reconfigure_keeps_balance(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_interval_rounding),
-        cmocka_unit_test(test_invalid_arguments),
-        cmocka_unit_test(test_burst_exact),
-        cmocka_unit_test(test_refill_timing),
-        cmocka_unit_test(test_wait_beyond_burst),
-        cmocka_unit_test(test_huge_cost),
-        cmocka_unit_test(test_window_guarantee),
-        cmocka_unit_test(test_long_idle),
-        cmocka_unit_test(test_clock_backwards),
-        cmocka_unit_test(test_reconfigure_keeps_balance),
+        cmocka_unit_test(test_interval_rounding), cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_burst_exact),       cmocka_unit_test(test_refill_timing),
+        cmocka_unit_test(test_wait_beyond_burst), cmocka_unit_test(test_huge_cost),
+        cmocka_unit_test(test_window_guarantee),  cmocka_unit_test(test_long_idle),
+        cmocka_unit_test(test_clock_backwards),   cmocka_unit_test(test_reconfigure_keeps_balance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,13 +24,13 @@
 /* A minimal valid config in three parts, so that a case can replace one of them.
  * Line numbers: LISTEN is lines 1-2, UPSTREAMS 3-7, ROUTES 8-10. */
 #define LISTEN "listen:\n  - address: 127.0.0.1:8080\n"
-#define UPSTREAMS                                                                          \
-    "upstreams:\n"                                                                         \
-    "  api:\n"                                                                             \
-    "    url: http://127.0.0.1:18080\n"                                                    \
-    "    limits:\n"                                                                        \
+#define UPSTREAMS                                                                                  \
+    "upstreams:\n"                                                                                 \
+    "  api:\n"                                                                                     \
+    "    url: http://127.0.0.1:18080\n"                                                            \
+    "    limits:\n"                                                                                \
     "      - rate: 10/s\n"
-#define ROUTES "routes:\n  - path_prefix: /\n    upstream: api\n"
+#define ROUTES  "routes:\n  - path_prefix: /\n    upstream: api\n"
 #define MINIMAL LISTEN UPSTREAMS ROUTES
 
 /* The upstream part with extra lines at the end of the `api` mapping; cases using it put
@@ -48,60 +48,59 @@ static struct conf *load_ok(const char *yaml)
 
 /* ------------------------------------------------------------------- good configs */
 
-static const char full_yaml[] =
-    "listen:\n"                                             /* 1 */
-    "  - address: 127.0.0.1:8080\n"                         /* 2 */
-    "  - address: \"[::1]:8443\"\n"                         /* 3 */
-    "    tls: { cert: /dev/null, key: /dev/null }\n"        /* 4 */
-    "drain_timeout: 5s\n"                                   /* 5 */
-    "log_level: debug\n"                                    /* 6 */
-    "client:\n"                                             /* 7 */
-    "  max_connections: 10\n"                               /* 8 */
-    "  max_header_size: 16k\n"                              /* 9 */
-    "  max_body_size: 0\n"                                  /* 10 */
-    "  timeout: 1.5s\n"                                     /* 11 */
-    "admin:\n"                                              /* 12 */
-    "  address: localhost:9901\n"                           /* 13 */
-    "access_log:\n"                                         /* 14 */
-    "  path: /tmp/access.log\n"                             /* 15 */
-    "  format: json\n"                                      /* 16 */
-    "upstreams:\n"                                          /* 17 */
-    "  api:\n"                                              /* 18 */
-    "    url: http://127.0.0.1:18080/base/\n"               /* 19 */
-    "    limits:\n"                                         /* 20 */
-    "      - rate: 20/s\n"                                  /* 21 */
-    "        burst: 2.5\n"                                  /* 22 */
-    "      - rate: 5000/h\n"                                /* 23 */
-    "    max_in_flight: 3\n"                                /* 24 */
-    "    queue: { size: 7, max_wait: 250ms }\n"             /* 25 */
-    "    timeouts:\n"                                       /* 26 */
-    "      connect: 1s\n"                                   /* 27 */
-    "      response: 2m\n"                                  /* 28 */
-    "    keepalive: 0\n"                                    /* 29 */
-    "    preserve_host: true\n"                             /* 30 */
-    "  gh:\n"                                               /* 31 */
-    "    url: https://api.github.com\n"                     /* 32 */
-    "    limits: [{ rate: 0.5/s }]\n"                       /* 33 */
-    "    tls:\n"                                            /* 34 */
-    "      verify: false\n"                                 /* 35 */
-    "      ca_file: /dev/null\n"                            /* 36 */
-    "      server_name: github.com\n"                       /* 37 */
-    "      min_version: 1.3\n"                              /* 38 */
-    "      cert: /dev/null\n"                               /* 39 */
-    "      key: /dev/null\n"                                /* 40 */
-    "  v6:\n"                                               /* 41 */
-    "    url: HTTPS://[::1]:8443\n"                         /* 42 */
-    "    limits:\n"                                         /* 43 */
-    "      - rate: 1/h\n"                                   /* 44 */
-    "routes:\n"                                             /* 45 */
-    "  - path_prefix: /api/\n"                              /* 46 */
-    "    host: API.example.com\n"                           /* 47 */
-    "    strip_prefix: true\n"                              /* 48 */
-    "    upstream: api\n"                                   /* 49 */
-    "  - path_prefix: /api/\n"                              /* 50 */
-    "    upstream: gh\n"                                    /* 51 */
-    "  - path_prefix: /v6\n"                                /* 52 */
-    "    upstream: v6\n";                                   /* 53 */
+static const char full_yaml[] = "listen:\n"                                      /* 1 */
+                                "  - address: 127.0.0.1:8080\n"                  /* 2 */
+                                "  - address: \"[::1]:8443\"\n"                  /* 3 */
+                                "    tls: { cert: /dev/null, key: /dev/null }\n" /* 4 */
+                                "drain_timeout: 5s\n"                            /* 5 */
+                                "log_level: debug\n"                             /* 6 */
+                                "client:\n"                                      /* 7 */
+                                "  max_connections: 10\n"                        /* 8 */
+                                "  max_header_size: 16k\n"                       /* 9 */
+                                "  max_body_size: 0\n"                           /* 10 */
+                                "  timeout: 1.5s\n"                              /* 11 */
+                                "admin:\n"                                       /* 12 */
+                                "  address: localhost:9901\n"                    /* 13 */
+                                "access_log:\n"                                  /* 14 */
+                                "  path: /tmp/access.log\n"                      /* 15 */
+                                "  format: json\n"                               /* 16 */
+                                "upstreams:\n"                                   /* 17 */
+                                "  api:\n"                                       /* 18 */
+                                "    url: http://127.0.0.1:18080/base/\n"        /* 19 */
+                                "    limits:\n"                                  /* 20 */
+                                "      - rate: 20/s\n"                           /* 21 */
+                                "        burst: 2.5\n"                           /* 22 */
+                                "      - rate: 5000/h\n"                         /* 23 */
+                                "    max_in_flight: 3\n"                         /* 24 */
+                                "    queue: { size: 7, max_wait: 250ms }\n"      /* 25 */
+                                "    timeouts:\n"                                /* 26 */
+                                "      connect: 1s\n"                            /* 27 */
+                                "      response: 2m\n"                           /* 28 */
+                                "    keepalive: 0\n"                             /* 29 */
+                                "    preserve_host: true\n"                      /* 30 */
+                                "  gh:\n"                                        /* 31 */
+                                "    url: https://api.github.com\n"              /* 32 */
+                                "    limits: [{ rate: 0.5/s }]\n"                /* 33 */
+                                "    tls:\n"                                     /* 34 */
+                                "      verify: false\n"                          /* 35 */
+                                "      ca_file: /dev/null\n"                     /* 36 */
+                                "      server_name: github.com\n"                /* 37 */
+                                "      min_version: 1.3\n"                       /* 38 */
+                                "      cert: /dev/null\n"                        /* 39 */
+                                "      key: /dev/null\n"                         /* 40 */
+                                "  v6:\n"                                        /* 41 */
+                                "    url: HTTPS://[::1]:8443\n"                  /* 42 */
+                                "    limits:\n"                                  /* 43 */
+                                "      - rate: 1/h\n"                            /* 44 */
+                                "routes:\n"                                      /* 45 */
+                                "  - path_prefix: /api/\n"                       /* 46 */
+                                "    host: API.example.com\n"                    /* 47 */
+                                "    strip_prefix: true\n"                       /* 48 */
+                                "    upstream: api\n"                            /* 49 */
+                                "  - path_prefix: /api/\n"                       /* 50 */
+                                "    upstream: gh\n"                             /* 51 */
+                                "  - path_prefix: /v6\n"                         /* 52 */
+                                "    upstream: v6\n";                            /* 53 */
 
 static void test_full(void **state)
 {
@@ -266,9 +265,9 @@ static void test_good_corners(void **state)
 {
     struct conf *c = load_ok("listen:\n"
                              "  - address: 127.0.0.1:8080\n"
-                             "  - address: 127.0.0.2:8080\n"   /* another address */
-                             "  - address: 0.0.0.0:8081\n"     /* another port */
-                             "  - address: '[::1]:8080'\n"     /* another family */
+                             "  - address: 127.0.0.2:8080\n" /* another address */
+                             "  - address: 0.0.0.0:8081\n"   /* another port */
+                             "  - address: '[::1]:8080'\n"   /* another family */
                              "admin: { address: 127.0.0.1:9901 }\n"
                              "drain_timeout: 0s\n"
                              "upstreams:\n"
@@ -349,8 +348,7 @@ static void test_files(void **state)
 
     path = write_temp("");
     assert_null(conf_load(path, err, sizeof err));
-    snprintf(expect, sizeof expect, "%s: empty file (expected listen, upstreams and routes)",
-             path);
+    snprintf(expect, sizeof expect, "%s: empty file (expected listen, upstreams and routes)", path);
     assert_string_equal(err, expect);
     unlink(path);
 
@@ -402,8 +400,7 @@ static const struct bad bad_cases[] = {
     {"drain_timeout: &d 30s\n" MINIMAL, "1:16: anchors (&d) are not allowed"},
     {"drain_timeout: *d\n" MINIMAL, "1:16: aliases (*d) are not allowed; write the value out"},
     {MINIMAL "---\n" MINIMAL, "11:1: only one YAML document is allowed, found a second one"},
-    {"drain_timeout: !!str 30s\n" MINIMAL,
-     "1:16: tags (tag:yaml.org,2002:str) are not allowed"},
+    {"drain_timeout: !!str 30s\n" MINIMAL, "1:16: tags (tag:yaml.org,2002:str) are not allowed"},
     {"? [a]\n: 1\n", "1:3: mapping keys must be strings, not lists or mappings"},
     {"drain_timeout: \"3\\00s\"\n", "1:16: NUL characters are not allowed"},
 
@@ -421,8 +418,8 @@ static const struct bad bad_cases[] = {
     {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
             "      - rate: 10/s\n        brust: 2\n" ROUTES,
      "8:9: upstreams.api.limits[0].brust: unknown key (expected one of: rate, burst)"},
-    {"listen:\n  - address: 127.0.0.1:8443\n    tls: { cert:/dev/null, key: /dev/null }\n"
-         UPSTREAMS ROUTES,
+    {"listen:\n  - address: 127.0.0.1:8443\n    tls: { cert:/dev/null, key: /dev/null }\n" UPSTREAMS
+         ROUTES,
      "3:12: listen[0].tls.cert:/dev/null: unknown key (expected one of: cert, key); is a space "
      "missing after ':'?"},
     {MINIMAL "\"a\\nb\": 1\n",
@@ -452,8 +449,7 @@ static const struct bad bad_cases[] = {
      "10:15: routes[0].upstream: must not be empty"},
 
     /* bad values and ranges */
-    {MINIMAL "drain_timeout: 30\n",
-     "11:16: drain_timeout: missing unit (ms, s, m or h), got '30'"},
+    {MINIMAL "drain_timeout: 30\n", "11:16: drain_timeout: missing unit (ms, s, m or h), got '30'"},
     {MINIMAL "drain_timeout: 2h\n", "11:16: drain_timeout: must be between 0s and 1h, got '2h'"},
     {MINIMAL "drain_timeout: -1s\n", "11:16: drain_timeout: must not be negative, got '-1s'"},
     {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
@@ -559,8 +555,8 @@ static const struct bad bad_cases[] = {
      "'http://u:p@h/'"},
     {LISTEN "upstreams:\n  api:\n    url: http://h:0/\n    limits: [{rate: 1/s}]\n" ROUTES,
      "5:10: upstreams.api.url: port must be a number from 1 to 65535, got 'http://h:0/'"},
-    {LISTEN "upstreams:\n  api:\n    url: http://bad_host-.com/\n    limits: [{rate: 1/s}]\n"
-         ROUTES,
+    {LISTEN
+     "upstreams:\n  api:\n    url: http://bad_host-.com/\n    limits: [{rate: 1/s}]\n" ROUTES,
      "5:10: upstreams.api.url: invalid host 'bad_host-.com'"},
     {LISTEN "upstreams:\n  api:\n    url: http:///x\n    limits: [{rate: 1/s}]\n" ROUTES,
      "5:10: upstreams.api.url: missing or invalid host in 'http:///x'"},
@@ -638,9 +634,9 @@ static void test_bad_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),       cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_good_corners), cmocka_unit_test(test_sample),
-        cmocka_unit_test(test_files),      cmocka_unit_test(test_err_buffer),
+        cmocka_unit_test(test_files),        cmocka_unit_test(test_err_buffer),
         cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

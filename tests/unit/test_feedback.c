@@ -62,8 +62,7 @@ static void test_ratelimit_draft(void **state)
 
 static void test_x_ratelimit_epoch_and_delta(void **state)
 {
-    struct feedback_headers h = {.x_ratelimit_remaining = "0",
-                                 .x_ratelimit_reset = "1795392010"};
+    struct feedback_headers h = {.x_ratelimit_remaining = "0", .x_ratelimit_reset = "1795392010"};
     struct feedback fb;
 
     (void)state;
@@ -92,8 +91,8 @@ static void test_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_retry_after_seconds), cmocka_unit_test(test_retry_after_date),
-        cmocka_unit_test(test_retry_after_garbage), cmocka_unit_test(test_ratelimit_draft),
+        cmocka_unit_test(test_retry_after_seconds),         cmocka_unit_test(test_retry_after_date),
+        cmocka_unit_test(test_retry_after_garbage),         cmocka_unit_test(test_ratelimit_draft),
         cmocka_unit_test(test_x_ratelimit_epoch_and_delta), cmocka_unit_test(test_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

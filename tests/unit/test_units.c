@@ -77,8 +77,8 @@ static void check_good_dbl(int (*parse)(const char *, double *, const char **),
     }
 }
 
-static void check_bad_dbl(int (*parse)(const char *, double *, const char **),
-                          const struct bad *b, size_t n)
+static void check_bad_dbl(int (*parse)(const char *, double *, const char **), const struct bad *b,
+                          size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         double out = 42;
@@ -95,22 +95,14 @@ static void check_bad_dbl(int (*parse)(const char *, double *, const char **),
 static void test_duration_good(void **state)
 {
     static const struct good_u64 g[] = {
-        {"0s", 0},
-        {"0ms", 0},
-        {"1ms", 1},
-        {"500ms", 500},
-        {"30s", 30000},
-        {"2m", 120000},
-        {"1h", 3600000},
-        {"24h", 86400000},
-        {"1.5s", 1500},
-        {"0.5s", 500},
-        {"0.001s", 1},
-        {"1.50000s", 1500},     /* trailing zeros cost nothing */
-        {"0.25m", 15000},
-        {"007s", 7000},         /* leading zeros are only digits */
-        {"1.0ms", 1},
-        {"18446744073709551615ms", UINT64_MAX},
+        {"0s", 0},        {"0ms", 0},
+        {"1ms", 1},       {"500ms", 500},
+        {"30s", 30000},   {"2m", 120000},
+        {"1h", 3600000},  {"24h", 86400000},
+        {"1.5s", 1500},   {"0.5s", 500},
+        {"0.001s", 1},    {"1.50000s", 1500}, /* trailing zeros cost nothing */
+        {"0.25m", 15000}, {"007s", 7000},     /* leading zeros are only digits */
+        {"1.0ms", 1},     {"18446744073709551615ms", UINT64_MAX},
     };
     check_good_u64(units_parse_duration_ms, g, ARRAY_LEN(g));
 }
@@ -119,7 +111,7 @@ static void test_duration_bad(void **state)
 {
     static const struct bad b[] = {
         {"", "empty"},
-        {"30", "missing unit"},          /* a bare number is rejected */
+        {"30", "missing unit"}, /* a bare number is rejected */
         {"0", "missing unit"},
         {"-1s", "negative"},
         {"-0s", "negative"},
@@ -131,7 +123,7 @@ static void test_duration_bad(void **state)
         {" 1s", "expected a duration"},
         {"1s ", "expected a duration"},
         {"1sec", "expected a duration"},
-        {"1S", "expected a duration"},   /* units are lower case */
+        {"1S", "expected a duration"}, /* units are lower case */
         {"1d", "expected a duration"},
         {"1e3ms", "expected a duration"},
         {"0x10s", "expected a duration"},
@@ -144,7 +136,7 @@ static void test_duration_bad(void **state)
         {"1.0001s", "finer than a millisecond"},
         {"1.0000000001s", "finer than a millisecond"}, /* past the exact digits */
         {"18446744073709551616ms", "too large"},
-        {"5124095576030432h", "too large"},            /* the product overflows */
+        {"5124095576030432h", "too large"}, /* the product overflows */
         {"99999999999999999999999s", "too large"},
     };
     check_bad_u64(units_parse_duration_ms, b, ARRAY_LEN(b));
@@ -207,16 +199,11 @@ static void test_size_bad(void **state)
 static void test_rate_good(void **state)
 {
     static const struct good_dbl g[] = {
-        {"10/s", 10},
-        {"1/s", 1},
-        {"0.5/s", 0.5},
-        {"100/m", 100.0 / 60},
-        {"60/m", 1},
-        {"5000/h", 5000.0 / 3600},
-        {"3600/h", 1},
-        {"1000000000/s", 1e9},
-        {"0.1/s", 0.1},
-        {"0.000000000001/s", 1e-12}, /* more digits than the exact path keeps */
+        {"10/s", 10},       {"1/s", 1},
+        {"0.5/s", 0.5},     {"100/m", 100.0 / 60},
+        {"60/m", 1},        {"5000/h", 5000.0 / 3600},
+        {"3600/h", 1},      {"1000000000/s", 1e9},
+        {"0.1/s", 0.1},     {"0.000000000001/s", 1e-12}, /* more digits than the exact path keeps */
         {"10.25/s", 10.25},
     };
     check_good_dbl(units_parse_rate, g, ARRAY_LEN(g));
