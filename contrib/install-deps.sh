@@ -9,7 +9,7 @@ what=${1:-test}
 
 build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev"
 run="$build python3 curl"
-test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client"
+test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client groff-base systemd"
 bench="$run wrk nginx-light"
 case "$what" in
   run) want=$run ;;
@@ -42,8 +42,14 @@ fi
 echo "installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# nginx packages try to start a service on port 80 when installed; we only want the binary.
-$SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d'
+# Packages with services (nginx, systemd) would try to start them when installed; we only
+# want the binaries. A policy-rc.d that is already there is left alone.
+own_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d'
+  own_policy=1
+fi
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-$SUDO rm -f /usr/sbin/policy-rc.d
+[ -n "$own_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+exit 0
