@@ -8,6 +8,7 @@
 # Environment (all optional):
 #   SLUICE_BIN       binary under test (build/sluice)
 #   BENCH_DURATION   seconds of each wrk run (10)
+#   BENCH_TLS_DURATION  seconds of each wrk run of the HTTPS-upstream section (6)
 #   BENCH_WARMUP     seconds of the wrk warm-up before each measured run (2)
 #   BENCH_ROUNDS     measured wrk runs of each proxy, alternating; the best is kept (2)
 #   BENCH_KEEPALIVE  idle upstream connections kept by both proxies (32, as asked)
@@ -15,20 +16,21 @@
 #   BENCH_MEM_N      requests held in the memory test (10000)
 #   BENCH_PIN        1: proxy on CPU 0, wrk + upstream on CPU 1 (default when >= 2 CPUs); 0: no pinning
 #   BENCH_STRICT     1: exit 1 when a goal is missed (default: report it, exit 0)
-#   BENCH_TIMEOUT    seconds after which the whole run is aborted (170)
+#   BENCH_TIMEOUT    seconds after which the whole run is aborted (200)
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 SLUICE=${SLUICE_BIN:-$ROOT/build/sluice}
 DUR=${BENCH_DURATION:-10}
+TLS_DUR=${BENCH_TLS_DURATION:-6}
 WARMUP=${BENCH_WARMUP:-2}
 RATE=${BENCH_RATE:-100}
 MEM_N=${BENCH_MEM_N:-10000}
 STRICT=${BENCH_STRICT:-0}
 ROUNDS=${BENCH_ROUNDS:-2}
 KEEPALIVE=${BENCH_KEEPALIVE:-32}
-TIMEOUT=${BENCH_TIMEOUT:-170}
+TIMEOUT=${BENCH_TIMEOUT:-200}
 OUTDIR=$ROOT/build/bench
 # Debian's interpreter (the first python3 on PATH may be another build); stdlib only.
 PY=/usr/bin/python3
@@ -160,8 +162,9 @@ fg "$PY" "$B/util.py" quiet "${BENCH_QUIET_WAIT:-15}" 15 >"$TMP/busy.out"
 BUSY=$(cat "$TMP/busy.out")
 [ "${BUSY:-0}" -ge 15 ] && echo "bench: the machine is already ${BUSY}% busy before the bench starts: figures will be disturbed" >&2
 
-set -- $("$PY" "$B/util.py" ports 8)
+set -- $("$PY" "$B/util.py" ports 11)
 P_UP=$1 P_NGINX=$2 P_SLUICE=$3 P_RUP=$4 P_RSL=$5 P_MUP=$6 P_MSL=$7
+P_UPT=$8 P_UPT_STUB=$9 P_NGINXT=${10} P_SLUICET=${11}
 
 {
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -173,6 +176,8 @@ P_UP=$1 P_NGINX=$2 P_SLUICE=$3 P_RUP=$4 P_RSL=$5 P_MUP=$6 P_MSL=$7
   echo "wrk=$(wrk -v 2>&1 | head -n 1 | awk '{print $1" "$2}')"
   echo "libevent=$(pkg-config --modversion libevent 2>/dev/null || echo '?')"
   echo "duration=$DUR"
+  echo "tls_duration=$TLS_DUR"
+  echo "openssl=$(openssl version 2>/dev/null | awk '{print $2}')"
   echo "rounds=$ROUNDS"
   echo "keepalive=$KEEPALIVE"
   echo "busy_before_pct=$BUSY"
@@ -230,7 +235,7 @@ EOC
 EOC
 } >"$TMP/nginx-proxy.conf"
 
-sluice_conf() {  # sluice_conf PORT UPORT RATE BURST MAX_IN_FLIGHT QSIZE MAX_WAIT
+sluice_conf() {  # sluice_conf PORT URL RATE BURST MAX_IN_FLIGHT QSIZE MAX_WAIT [TLS]
   cat <<EOC
 listen:
   - address: 127.0.0.1:$1
@@ -239,45 +244,145 @@ drain_timeout: 1s
 client: { max_connections: 20000, timeout: 60s }
 upstreams:
   up:
-    url: http://127.0.0.1:$2
+    url: $2
     limits:
       - rate: $3
         burst: $4
     max_in_flight: $5
     queue: { size: $6, max_wait: $7 }
     keepalive: $KEEPALIVE
+EOC
+  [ -n "${8:-}" ] && echo "    tls: $8"
+  cat <<EOC
 routes:
   - path_prefix: /
     strip_prefix: false
     upstream: up
 EOC
 }
-sluice_conf "$P_SLUICE" "$P_UP" 1000000/s 1000000 1024 100000 30s >"$TMP/sluice-throughput.yaml"
-sluice_conf "$P_RSL" "$P_RUP" "$RATE/s" 1 64 100000 60s >"$TMP/sluice-rate.yaml"
-sluice_conf "$P_MSL" "$P_MUP" 1/s 1 64 20000 "$MEM_WAIT" >"$TMP/sluice-mem.yaml"
+sluice_conf "$P_SLUICE" "http://127.0.0.1:$P_UP" 1000000/s 1000000 1024 100000 30s >"$TMP/sluice-throughput.yaml"
+sluice_conf "$P_RSL" "http://127.0.0.1:$P_RUP" "$RATE/s" 1 64 100000 60s >"$TMP/sluice-rate.yaml"
+sluice_conf "$P_MSL" "http://127.0.0.1:$P_MUP" 1/s 1 64 20000 "$MEM_WAIT" >"$TMP/sluice-mem.yaml"
 for f in throughput rate mem; do
   "$SLUICE" -t -c "$TMP/sluice-$f.yaml" >/dev/null 2>"$TMP/check-$f.err" ||
     { cat "$TMP/check-$f.err" >&2; die "sluice refuses the $f configuration"; }
 done
 nginx -t -q -c "$TMP/nginx-up.conf" 2>"$TMP/check-nginx.err" || { cat "$TMP/check-nginx.err" >&2; die "nginx -t failed"; }
 
+# --- HTTPS upstream (section 2): a test CA and a server certificate for DNS:localhost and
+# IP:127.0.0.1 signed by it, made now (RSA 2048, the common case), in $TMP/tls.
+TLS_OK=1
+make_certs() {
+  d=$TMP/tls
+  mkdir -p "$d" || return 1
+  printf '%s\n' "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digitalSignature, keyEncipherment" \
+      "extendedKeyUsage = serverAuth" "subjectAltName = DNS:localhost, IP:127.0.0.1" >"$d/server.ext"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 \
+      -subj "/CN=sluice bench test CA" -addext "basicConstraints = critical, CA:TRUE" \
+      -addext "keyUsage = critical, keyCertSign, cRLSign" &&
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" &&
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 2 -extfile "$d/server.ext" -out "$d/server.pem" &&
+  openssl verify -CAfile "$d/ca.pem" "$d/server.pem"
+}
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "bench: no openssl command (Debian's openssl package): the HTTPS-upstream section is skipped" >&2
+  TLS_OK=0; FAILED=1
+elif ! make_certs >"$TMP/openssl.out" 2>"$TMP/openssl.err"; then
+  cat "$TMP/openssl.err" >&2
+  echo "bench: making the test certificates failed: the HTTPS-upstream section is skipped" >&2
+  TLS_OK=0; FAILED=1
+fi
+
+# The HTTPS upstream: TLS on P_UPT; stub_status on a plain listener of the same nginx
+# (its counters cover both). One line per new TLS connection, written at its first request
+# ($connection_requests = 1): protocol and whether the session was resumed, so the
+# handshakes can be told apart (full or resumed) per run. TLS 1.2 and 1.3 on both sides
+# (nginx 1.22's defaults stop at 1.2; 1.23.4+ and sluice offer 1.3), so both negotiate 1.3.
+{ nginx_common nginx-up-tls; cat <<EOC
+  map \$connection_requests \$first_on_conn { 1 1; default 0; }
+  log_format handshake '\$ssl_protocol \$ssl_session_reused';
+  ssl_session_cache shared:up_tls:4m;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  server {
+    listen 127.0.0.1:$P_UPT ssl backlog=4096;
+    ssl_certificate $TMP/tls/server.pem;
+    ssl_certificate_key $TMP/tls/server.key;
+    access_log $TMP/up-tls-handshakes.log handshake if=\$first_on_conn;
+    location / { return 200 "ok\n"; }
+  }
+  server {
+    listen 127.0.0.1:$P_UPT_STUB;
+    location = /stub { stub_status; }
+  }
+}
+EOC
+} >"$TMP/nginx-up-tls.conf"
+
+{ nginx_common nginx-proxy-tls; cat <<EOC
+  upstream up_tls {
+    server 127.0.0.1:$P_UPT;
+    keepalive $KEEPALIVE;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINXT backlog=4096;
+    location / {
+      proxy_pass https://up_tls;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $TMP/tls/ca.pem;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+    }
+  }
+}
+EOC
+} >"$TMP/nginx-proxy-tls.conf"
+
+sluice_conf "$P_SLUICET" "https://127.0.0.1:$P_UPT" 1000000/s 1000000 1024 100000 30s \
+    "{ ca_file: $TMP/tls/ca.pem, server_name: localhost }" >"$TMP/sluice-tls.yaml"
+if [ "$TLS_OK" = 1 ]; then
+  for f in nginx-up-tls nginx-proxy-tls; do
+    nginx -t -q -c "$TMP/$f.conf" 2>"$TMP/check-$f.err" || { cat "$TMP/check-$f.err" >&2; die "nginx -t failed for $f"; }
+  done
+  "$SLUICE" -t -c "$TMP/sluice-tls.yaml" >/dev/null 2>"$TMP/check-tls.err" ||
+    { cat "$TMP/check-tls.err" >&2; die "sluice refuses the tls configuration"; }
+fi
+
 # ------------------------------------------------------------------ 1. throughput
 # bench_proxy NAME PORT PID SECS: warm up, then the measured wrk run; to NAME.kv go wrk's
 # figures, the CPU used by PID and its children (nginx's worker) and by the upstream, and
-# how many connections the upstream accepted, all over the measured run.
+# how many connections the upstream accepted, all over the measured run. The upstream is
+# UP_PID, its stub_status on STUB_PORT; with HS_LOG set (the HTTPS upstream's log of new TLS
+# connections), the handshakes of the run, full and resumed, are counted from it too.
+# SCHEME: http or https (wrk straight to the HTTPS upstream).
+STUB_PORT="" HS_LOG="" SCHEME=http
 bench_proxy() {
   name=$1 port=$2 pid=$3 secs=$4
   echo "== throughput: $name (wrk -t2 -c64 -d${secs}s --latency, warm-up ${WARMUP}s)" >&2
-  fg $ON_LOAD wrk -t2 -c64 -d"${WARMUP}s" "http://127.0.0.1:$port/" >"$TMP/wrk-$name-warmup.out" 2>&1
+  fg $ON_LOAD wrk -t2 -c64 -d"${WARMUP}s" "$SCHEME://127.0.0.1:$port/" >"$TMP/wrk-$name-warmup.out" 2>&1
   pids=""
   [ -n "$pid" ] && pids="$pid $(ps -o pid= --ppid "$pid" 2>/dev/null | tr '\n' ' ')"
   uppids="$UP_PID $(ps -o pid= --ppid "$UP_PID" 2>/dev/null | tr '\n' ' ')"
-  a0=$("$PY" "$B/util.py" accepts "$P_UP" 2>/dev/null)
+  a0=$("$PY" "$B/util.py" accepts "$STUB_PORT" 2>/dev/null)
+  [ -n "$HS_LOG" ] && h0=$(wc -l <"$HS_LOG")
   c0=$(cpu_of $pids); u0=$(cpu_of $uppids); s0=$("$PY" "$B/util.py" sysbusy); t0=$(now)
   fg env WRK_REPORT="$TMP/$name.kv" $ON_LOAD "$PY" "$B/util.py" cpurun "$TMP/wrk-$name.cpu" \
-      wrk -t2 -c64 -d"${secs}s" --latency -s "$B/report.lua" "http://127.0.0.1:$port/" >"$TMP/wrk-$name.out" 2>&1
+      wrk -t2 -c64 -d"${secs}s" --latency -s "$B/report.lua" "$SCHEME://127.0.0.1:$port/" >"$TMP/wrk-$name.out" 2>&1
   t1=$(now); c1=$(cpu_of $pids); u1=$(cpu_of $uppids); s1=$("$PY" "$B/util.py" sysbusy)
-  a1=$("$PY" "$B/util.py" accepts "$P_UP" 2>/dev/null)
+  a1=$("$PY" "$B/util.py" accepts "$STUB_PORT" 2>/dev/null)
+  if [ -n "$HS_LOG" ]; then
+    # lines h0+1..h1: "PROTOCOL r" (resumed) or "PROTOCOL ." (full handshake)
+    h1=$(wc -l <"$HS_LOG")
+    { [ "$h1" -gt "$h0" ] && sed -n "$((h0 + 1)),${h1}p" "$HS_LOG"; } | awk '
+      { n++; if ($2 == "r") r++; p[$1]++ }
+      END { printf "handshakes=%d\nhandshakes_resumed=%d\n", n, r
+            s = ""; for (k in p) s = s (s == "" ? "" : ",") k ":" p[k]; printf "tls_protocols=%s\n", s }' >>"$TMP/$name.kv"
+  fi
   sed -n '/Latency Distribution/,/requests in/p' "$TMP/wrk-$name.out" | sed 's/^/   /' >&2
   t=$(elapsed "$t0" "$t1")
   kv "$name" proxy_cpu_pct "$(awk -v a="$c0" -v b="$c1" -v t="$t" 'BEGIN { printf "%.0f", 100 * (b - a) / t }')"
@@ -295,8 +400,30 @@ bench_proxy() {
   [ -s "$TMP/$name.kv" ] && grep -q '^rps=' "$TMP/$name.kv" || { echo "bench: wrk produced no report for $name" >&2; FAILED=1; }
 }
 
+# bench_rounds PREFIX SECS NGINX_PID NGINX_NAME NGINX_PORT SLUICE_PID SLUICE_NAME SLUICE_PORT:
+# ROUNDS measured runs of each proxy, named PREFIXnginx-rN and PREFIXsluice-rN. Rounds
+# alternate the order (nginx first, then sluice first, ...) so that a drift in the
+# machine's speed does not favour one of them; the summary keeps each one's best.
+bench_rounds() {
+  pre=$1 rsecs=$2 npid=$3 nname=$4 nport=$5 spid=$6 sname=$7 sport=$8
+  r=1
+  while [ $r -le "$ROUNDS" ]; do
+    if [ $((r % 2)) = 1 ]; then order="nginx sluice"; else order="sluice nginx"; fi
+    for who in $order; do
+      if [ "$who" = nginx ]; then
+        alive "$npid" "$nname" && bench_proxy "${pre}nginx-r$r" "$nport" "$npid" "$rsecs"
+      else
+        alive "$spid" "$sname" && bench_proxy "${pre}sluice-r$r" "$sport" "$spid" "$rsecs"
+      fi
+    done
+    r=$((r + 1))
+  done
+  alive "$spid" "$sname" && kv "${pre}sluice-r1" rss_kib "$(rss_of "$spid")"
+}
+
 start nginx-up $ON_LOAD nginx -c "$TMP/nginx-up.conf"
 UP_PID=$LAST
+STUB_PORT=$P_UP
 wait_port "$P_UP" nginx-up || die "the nginx upstream did not start"
 
 # The ceiling of this set-up: wrk straight to the upstream, on the same CPU as in the
@@ -309,27 +436,42 @@ NGINX_PID=$LAST
 start sluice-throughput $ON_PROXY "$SLUICE" -c "$TMP/sluice-throughput.yaml"
 SLUICE_PID=$LAST
 if wait_port "$P_NGINX" nginx-proxy && wait_port "$P_SLUICE" sluice-throughput; then
-  # Rounds alternate the order (nginx first, then sluice first, ...) so that a drift in
-  # the machine's speed does not favour one of them; the summary keeps each one's best.
-  r=1
-  while [ $r -le "$ROUNDS" ]; do
-    if [ $((r % 2)) = 1 ]; then order="nginx sluice"; else order="sluice nginx"; fi
-    for who in $order; do
-      if [ "$who" = nginx ]; then
-        alive "$NGINX_PID" nginx-proxy && bench_proxy "nginx-r$r" "$P_NGINX" "$NGINX_PID" "$DUR"
-      else
-        alive "$SLUICE_PID" sluice-throughput && bench_proxy "sluice-r$r" "$P_SLUICE" "$SLUICE_PID" "$DUR"
-      fi
-    done
-    r=$((r + 1))
-  done
-  alive "$SLUICE_PID" sluice-throughput && kv sluice-r1 rss_kib "$(rss_of "$SLUICE_PID")"
+  bench_rounds "" "$DUR" "$NGINX_PID" nginx-proxy "$P_NGINX" "$SLUICE_PID" sluice-throughput "$P_SLUICE"
 fi
 stop_pid "$NGINX_PID"
 stop_pid "$SLUICE_PID"
 stop_pid "$UP_PID"
 
-# ------------------------------------------------------------------ 2. rate accuracy
+# ------------------------------------------------------------------ 2. HTTPS upstream
+# The same load and pinning, to an nginx serving TLS (certificate of the test CA); both
+# proxies verify it (CA file, name localhost, SNI) and keep 32 idle connections to it.
+# The handshakes the upstream accepted during each run show whether connections are
+# reused (a handshake per request would be a bug).
+if [ "$TLS_OK" = 1 ]; then
+  : >"$TMP/up-tls-handshakes.log"
+  start nginx-up-tls $ON_LOAD nginx -c "$TMP/nginx-up-tls.conf"
+  UP_PID=$LAST
+  STUB_PORT=$P_UPT_STUB HS_LOG=$TMP/up-tls-handshakes.log
+  if wait_port "$P_UPT" nginx-up-tls && wait_port "$P_UPT_STUB" nginx-up-tls; then
+    # the ceiling: wrk straight to the HTTPS upstream (64 handshakes, then keep-alive)
+    SCHEME=https
+    bench_proxy tls-direct "$P_UPT" "" 5
+    SCHEME=http
+    start nginx-proxy-tls $ON_PROXY nginx -c "$TMP/nginx-proxy-tls.conf"
+    NGINX_PID=$LAST
+    start sluice-tls $ON_PROXY "$SLUICE" -c "$TMP/sluice-tls.yaml"
+    SLUICE_PID=$LAST
+    if wait_port "$P_NGINXT" nginx-proxy-tls && wait_port "$P_SLUICET" sluice-tls; then
+      bench_rounds tls- "$TLS_DUR" "$NGINX_PID" nginx-proxy-tls "$P_NGINXT" "$SLUICE_PID" sluice-tls "$P_SLUICET"
+    fi
+    stop_pid "$NGINX_PID"
+    stop_pid "$SLUICE_PID"
+  fi
+  stop_pid "$UP_PID"
+  STUB_PORT="" HS_LOG=""
+fi
+
+# ------------------------------------------------------------------ 3. rate accuracy
 OFFER=$((RATE * 3))
 echo "== rate accuracy: limit $RATE/s burst 1, offered $OFFER/s for ${DUR}s" >&2
 start rate-upstream $ON_LOAD "$PY" "$B/upstream.py" --port "$P_RUP" --out "$TMP/rate-arrivals.txt"
@@ -352,7 +494,7 @@ fi
 stop_pid "$RSL_PID"
 stop_pid "$RUP_PID"
 
-# ------------------------------------------------------------------ 3. memory
+# ------------------------------------------------------------------ 4. memory
 echo "== memory: $MEM_N requests held in the queue (rate 1/s, max_wait $MEM_WAIT)" >&2
 start mem-upstream $ON_LOAD "$PY" "$B/upstream.py" --port "$P_MUP" --out "$TMP/mem-arrivals.txt"
 MUP_PID=$LAST
