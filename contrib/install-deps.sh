@@ -10,7 +10,7 @@ what=${1:-test}
 build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev"
 run="$build python3 curl"
 test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client groff-base systemd"
-bench="$run wrk nginx-light"
+bench="$run wrk nginx-light openssl"
 case "$what" in
   run) want=$run ;;
   test) want=$test ;;

@@ -18,6 +18,7 @@
 
 struct tls_ctx {
     SSL_CTX *ssl;
+    SSL_SESSION *session; /* client: the latest session the upstream gave, to resume */
     char *server_name; /* client: name checked and sent as SNI */
     int name_is_ip;    /* client: check the IP SAN, send no SNI */
 };
@@ -71,6 +72,18 @@ static int load_cert_key(SSL_CTX *ctx, const struct conf *c, const char *where, 
     return 0;
 }
 
+/* A session ticket arrived: keep it as the one to offer next (we take its reference). */
+static int client_new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tls_ctx *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+
+    if (t == NULL)
+        return 0;
+    SSL_SESSION_free(t->session);
+    t->session = sess;
+    return 1;
+}
+
 static int is_ip_literal(const char *host)
 {
     unsigned char buf[16];
@@ -97,8 +110,12 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
     }
     t->name_is_ip = is_ip_literal(t->server_name);
     SSL_CTX_set_min_proto_version(t->ssl, tc->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
-    /* Keep-alive connections are reused; session resumption is a bonus, not relied on. */
-    SSL_CTX_set_session_cache_mode(t->ssl, SSL_SESS_CACHE_CLIENT);
+    /* A new connection resumes the latest session (an abbreviated handshake) instead of a
+     * full one. OpenSSL's own client cache would keep every session it is given and never
+     * offer them; we keep just the newest, so memory stays flat. */
+    SSL_CTX_set_app_data(t->ssl, t);
+    SSL_CTX_set_session_cache_mode(t->ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(t->ssl, client_new_session_cb);
     if (tc->ca_file != NULL) {
         if (SSL_CTX_load_verify_locations(t->ssl, tc->ca_file, NULL) != 1) {
             snprintf(what, sizeof(what), "upstreams.%s.tls.ca_file: cannot load '%s'", cu->name,
@@ -160,6 +177,7 @@ void tls_ctx_free(struct tls_ctx *t)
 {
     if (t == NULL)
         return;
+    SSL_SESSION_free(t->session);
     SSL_CTX_free(t->ssl);
     free(t->server_name);
     free(t);
@@ -208,6 +226,9 @@ struct bufferevent *tls_client_bev(struct tls_ctx *t, struct event_base *base)
     if (ssl == NULL)
         return NULL;
     SSL_set_info_callback(ssl, handshake_info_cb);
+    /* The server decides whether the session is still good; a refusal is a full handshake. */
+    if (t->session != NULL)
+        SSL_set_session(ssl, t->session);
     if (t->name_is_ip) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), t->server_name);
     } else {
