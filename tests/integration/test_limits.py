@@ -46,7 +46,9 @@ def test_connection_cap_stops_and_resumes_accepting(upstream, sluice_factory):
     finally:
         for c in idle:
             c.close()
-    assert upstream.count == 1
+    # The client that gave up while the cap held had already sent its request; once
+    # accepted, sluice may still read and forward it (its hang-up is seen only later).
+    assert upstream.count in (1, 2), upstream.count
 
 
 def test_idle_keepalive_connection_closed_at_timeout(upstream, sluice_factory):
