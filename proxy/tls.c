@@ -19,8 +19,8 @@
 struct tls_ctx {
     SSL_CTX *ssl;
     SSL_SESSION *session; /* client: the latest session the upstream gave, to resume */
-    char *server_name; /* client: name checked and sent as SNI */
-    int name_is_ip;    /* client: check the IP SAN, send no SNI */
+    char *server_name;    /* client: name checked and sent as SNI */
+    int name_is_ip;       /* client: check the IP SAN, send no SNI */
 };
 
 /* The newest OpenSSL error as text, and the queue cleared. */
@@ -90,21 +90,31 @@ static int is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+/* A context with an empty SSL_CTX of `method`; NULL with err on out-of-memory. */
+static struct tls_ctx *tls_ctx_new(const SSL_METHOD *method, const struct conf *c, char *err,
+                                   size_t errlen)
+{
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+
+    ERR_clear_error();
+    if (t != NULL && (t->ssl = SSL_CTX_new(method)) != NULL)
+        return t;
+    free(t);
+    snprintf(err, errlen, "%s: out of memory", c->path);
+    return NULL;
+}
+
 struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream *cu, char *err,
                                size_t errlen)
 {
     const struct conf_tls_client *tc = &cu->tls;
-    struct tls_ctx *t = calloc(1, sizeof(*t));
+    struct tls_ctx *t = tls_ctx_new(TLS_client_method(), c, err, errlen);
     char what[300];
 
-    if (t == NULL) {
-        snprintf(err, errlen, "%s: out of memory", c->path);
+    if (t == NULL)
         return NULL;
-    }
-    ERR_clear_error();
-    t->ssl = SSL_CTX_new(TLS_client_method());
     t->server_name = strdup(tc->server_name ? tc->server_name : cu->host);
-    if (t->ssl == NULL || t->server_name == NULL) {
+    if (t->server_name == NULL) {
         snprintf(err, errlen, "%s: out of memory", c->path);
         goto fail;
     }
@@ -114,7 +124,8 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
      * full one. OpenSSL's own client cache would keep every session it is given and never
      * offer them; we keep just the newest, so memory stays flat. */
     SSL_CTX_set_app_data(t->ssl, t);
-    SSL_CTX_set_session_cache_mode(t->ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_set_session_cache_mode(t->ssl,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(t->ssl, client_new_session_cb);
     if (tc->ca_file != NULL) {
         if (SSL_CTX_load_verify_locations(t->ssl, tc->ca_file, NULL) != 1) {
@@ -146,19 +157,11 @@ struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *c
                                size_t errlen)
 {
     const struct conf_tls_server *ts = &cl->tls;
-    struct tls_ctx *t = calloc(1, sizeof(*t));
+    struct tls_ctx *t = tls_ctx_new(TLS_server_method(), c, err, errlen);
     char what[300];
 
-    if (t == NULL) {
-        snprintf(err, errlen, "%s: out of memory", c->path);
+    if (t == NULL)
         return NULL;
-    }
-    ERR_clear_error();
-    t->ssl = SSL_CTX_new(TLS_server_method());
-    if (t->ssl == NULL) {
-        snprintf(err, errlen, "%s: out of memory", c->path);
-        goto fail;
-    }
     SSL_CTX_set_min_proto_version(t->ssl, TLS1_2_VERSION);
     /* OpenSSL's default TLS 1.3 suites are sane; for 1.2 keep forward-secret AEAD only. */
     SSL_CTX_set_cipher_list(t->ssl, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1");
