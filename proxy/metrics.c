@@ -46,6 +46,8 @@ static const char *const bucket_labels[] = {
 #define NBUCKETS (NBOUNDS + 1)
 
 /* Reasons counted as rejections (503 before reaching the upstream). */
+#define METRICS_CLASSES 4 /* priority classes (limiter: DISPATCH_MAX_CLASSES) */
+
 static const char *const rejection_reasons[] = {"queue_full", "deadline", "shutdown",
                                                 "key_queue_full"};
 #define NREJECTIONS (sizeof(rejection_reasons) / sizeof(rejection_reasons[0]))
@@ -69,6 +71,8 @@ struct up_series {
     struct histogram queue_wait;
     struct histogram latency;
     uint64_t rejections[NREJECTIONS];
+    uint64_t class_wait_ns[METRICS_CLASSES]; /* queue wait summed per priority class */
+    uint64_t class_waits[METRICS_CLASSES];
 };
 
 /* Open-addressing index of slot numbers + 1 (0: empty) into a series array. */
@@ -302,7 +306,8 @@ static void histogram_observe(struct histogram *h, uint64_t ns)
 }
 
 void metrics_request_done(struct metrics *m, const char *upstream, const char *route, int status,
-                          const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns)
+                          const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns,
+                          int prio_class)
 {
     struct req_series *rs;
     struct up_series *us;
@@ -323,8 +328,13 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
     us = up_get(m, upstream);
     if (us == NULL)
         return;
-    if (queue_wait_ns != METRICS_NONE)
+    if (queue_wait_ns != METRICS_NONE) {
         histogram_observe(&us->queue_wait, queue_wait_ns);
+        if (prio_class >= 0 && prio_class < METRICS_CLASSES) {
+            us->class_wait_ns[prio_class] += queue_wait_ns;
+            us->class_waits[prio_class]++;
+        }
+    }
     if (upstream_ns != METRICS_NONE)
         histogram_observe(&us->latency, upstream_ns);
     if (status == 503)
@@ -537,6 +547,49 @@ static uint64_t get_active_keys(const struct upstream *u)
     return dispatch_active_flows(upstream_dispatch(u));
 }
 
+/* Per priority class: queue depth now, and queue wait as a summary (_sum, _count). */
+static void render_class_metrics(const struct metrics *m, const struct server *s,
+                                 struct evbuffer *out)
+{
+    size_t i;
+    unsigned c;
+
+    family(out, "sluice_queue_depth_by_class", "gauge",
+           "Requests waiting in the queue now, by priority class (0 first).");
+    for (i = 0; i < s->nupstreams; i++) {
+        const char *un = upstream_name(s->upstreams[i]);
+        for (c = 0; c < METRICS_CLASSES; c++) {
+            open_upstream(out, "sluice_queue_depth_by_class", un);
+            evbuffer_add_printf(out, ",class=\"%u\"} %u\n", c,
+                                upstream_queue_len_class(s->upstreams[i], c));
+        }
+    }
+    /* Two counters rather than a summary: rate(seconds) / rate(requests) is the mean wait
+     * per class over any window. */
+    family(out, "sluice_queue_wait_by_class_seconds_total", "counter",
+           "Seconds requests spent queued, summed, by priority class.");
+    for (i = 0; i < s->nupstreams; i++) {
+        const char *un = upstream_name(s->upstreams[i]);
+        const struct up_series *us = up_find(m, un, hash_name(un));
+        for (c = 0; c < METRICS_CLASSES; c++) {
+            open_upstream(out, "sluice_queue_wait_by_class_seconds_total", un);
+            evbuffer_add_printf(out, ",class=\"%u\"} %.6f\n", c,
+                                us ? (double)us->class_wait_ns[c] / 1e9 : 0.0);
+        }
+    }
+    family(out, "sluice_queued_by_class_total", "counter",
+           "Requests that went through the queue, by priority class.");
+    for (i = 0; i < s->nupstreams; i++) {
+        const char *un = upstream_name(s->upstreams[i]);
+        const struct up_series *us = up_find(m, un, hash_name(un));
+        for (c = 0; c < METRICS_CLASSES; c++) {
+            open_upstream(out, "sluice_queued_by_class_total", un);
+            evbuffer_add_printf(out, ",class=\"%u\"} %" PRIu64 "\n", c,
+                                us ? us->class_waits[c] : 0);
+        }
+    }
+}
+
 void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out)
 {
     uint64_t now = clock_now_ns();
@@ -607,6 +660,7 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
     render_gauge_u(out, s, "sluice_upstream_paused", "gauge",
                    "1 while releases are paused at the upstream's request.", get_paused);
     render_gauge_u(out, s, "sluice_keys", "gauge", "Fair-queuing keys tracked now.", get_keys);
+    render_class_metrics(m, s, out);
     render_gauge_u(out, s, "sluice_active_keys", "gauge", "Keys with requests queued now.",
                    get_active_keys);
 

@@ -50,9 +50,11 @@ void metrics_free(struct metrics *m);
  * "ok" for an answer relayed from the upstream, else the Sluice-Reason (or
  * "client_closed", status 499, when the client left first). queue_wait_ns is METRICS_NONE
  * when the request never entered a queue; upstream_ns when it never reached the upstream
- * or got no response headers. Strings are copied when a label set is first seen. */
+ * or got no response headers. prio_class: the priority class it was queued in (0..3), or
+ * -1. Strings are copied when a label set is first seen. */
 void metrics_request_done(struct metrics *m, const char *upstream, const char *route, int status,
-                          const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns);
+                          const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns,
+                          int prio_class);
 
 /* A reload attempt (and start-up, as ok) at unix time `when`. */
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when);

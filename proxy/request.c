@@ -75,7 +75,7 @@ static void request_report(struct request *r)
         upstream_ns = r->headers_ns - r->sent_ns;
     if (s->metrics != NULL)
         metrics_request_done(s->metrics, upstream, route, r->status, r->reason, queue_ns,
-                             upstream_ns);
+                             upstream_ns, queue_ns == METRICS_NONE ? -1 : r->waiter.prio_class);
     if (s->access != NULL) {
         struct accesslog_entry e = {
             .id = r->id,

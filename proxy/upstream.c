@@ -52,6 +52,7 @@ struct upstream {
     struct evhttp_connection **closing; /* given back but not kept: freed by the next kick */
     size_t nclosing, closing_cap;
     struct upstream_stats stats;
+    uint32_t queued_by_class[DISPATCH_MAX_CLASSES]; /* waiters queued now, per priority class */
     struct confgen *retired_gen; /* retired by a reload: the config `conf` points into */
 };
 
@@ -66,6 +67,24 @@ struct upstream_change {
 static void upstream_kick(struct upstream *u);
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg) { upstream_kick(arg); }
+
+/* Per-class queue depth follows the waiter in and out of the queue. */
+static void queue_entered(struct upstream *u, const struct waiter *w)
+{
+    u->queued_by_class[w->prio_class % DISPATCH_MAX_CLASSES]++;
+}
+
+static void queue_left(struct upstream *u, const struct waiter *w)
+{
+    uint32_t *n = &u->queued_by_class[w->prio_class % DISPATCH_MAX_CLASSES];
+    if (*n > 0)
+        (*n)--;
+}
+
+uint32_t upstream_queue_len_class(const struct upstream *u, unsigned cls)
+{
+    return cls < DISPATCH_MAX_CLASSES ? u->queued_by_class[cls] : 0;
+}
 
 static void free_closing(struct upstream *u)
 {
@@ -222,6 +241,7 @@ void upstream_submit(struct upstream *u, struct request *r)
     switch (verdict) {
     case DISPATCH_QUEUED:
         u->stats.admitted++;
+        queue_entered(u, &r->waiter);
         r->state = REQUEST_QUEUED;
         upstream_kick(u);
         /* Still queued after the kick: watch for the client leaving. A request released
@@ -247,6 +267,8 @@ void upstream_submit(struct upstream *u, struct request *r)
 
 void upstream_withdraw(struct upstream *u, struct request *r)
 {
+    if (r->waiter.queued)
+        queue_left(u, &r->waiter);
     dispatch_cancel(u->dispatch, &r->waiter);
     u->stats.withdrawn++;
     /* The head may have changed: re-arm for the new head's time. */
@@ -339,6 +361,7 @@ void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, 
 {
     conn_give_back(u, conn, 1);
     dispatch_requeue_head(u->dispatch, &r->waiter);
+    queue_entered(u, &r->waiter);
     u->stats.retried++;
     r->state = REQUEST_QUEUED;
     r->released_ns = 0;
@@ -396,6 +419,7 @@ static void upstream_kick(struct upstream *u)
 
     free_closing(u);
     while ((w = dispatch_next(u->dispatch, now)) != NULL) {
+        queue_left(u, w);
         r = w->data;
         r->released_ns = now;
         u->stats.released++;
@@ -412,6 +436,7 @@ static void upstream_kick(struct upstream *u)
     }
     /* After releasing: a waiter whose token comes due exactly at its deadline goes. */
     while ((w = dispatch_expired(u->dispatch, now)) != NULL) {
+        queue_left(u, w);
         r = w->data;
         u->stats.expired++;
         request_reply_error(r, 503, "deadline", retry_after_seconds(NS_PER_SEC),
@@ -565,9 +590,11 @@ void upstream_flush_queue(struct upstream *u, const char *reason)
 {
     struct waiter *w;
 
-    while ((w = dispatch_pop(u->dispatch)) != NULL)
+    while ((w = dispatch_pop(u->dispatch)) != NULL) {
+        queue_left(u, w);
         request_reply_error(w->data, 503, reason, 0,
                             "sluice is shutting down; the request was not sent to '%s'",
                             u->conf->name);
+    }
     evtimer_del(u->timer);
 }

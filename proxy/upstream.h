@@ -90,6 +90,8 @@ void upstream_flush_queue(struct upstream *u, const char *reason);
 const struct conf_upstream *upstream_conf(const struct upstream *u);
 const char *upstream_name(const struct upstream *u);
 size_t upstream_queue_len(const struct upstream *u);
+/* Waiters queued now in priority class `cls` (0..3). */
+uint32_t upstream_queue_len_class(const struct upstream *u, unsigned cls);
 uint32_t upstream_in_flight(const struct upstream *u);
 const struct upstream_stats *upstream_stats(const struct upstream *u);
 int upstream_is_tls(const struct upstream *u);
