@@ -26,6 +26,7 @@
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/reload.h"
+#include "proxy/request.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
@@ -130,7 +131,10 @@ static void shutdown_signal_cb(evutil_socket_t sig, short what, void *arg)
         log_info("signal %d again: stopping now", (int)sig);
         s->state = SERVER_STOPPING;
         flush_queues(s);
-        event_base_loopexit(s->base, NULL);
+        request_abort_all(s);
+        /* Not an immediate exit: the 503s just queued still have to be written. With no
+         * request open, the exit follows as soon as they are (or after the grace). */
+        server_check_idle(s);
         return;
     }
     for (i = 0; i < s->nupstreams; i++)

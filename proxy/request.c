@@ -55,6 +55,10 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
         r->user_agent = ua ? strdup(ua) : NULL;
     }
     s->requests_open++;
+    r->all_next = s->requests;
+    if (s->requests != NULL)
+        s->requests->all_prev = r;
+    s->requests = r;
     return r;
 }
 
@@ -102,6 +106,12 @@ void request_free(struct request *r)
     if (r == NULL)
         return;
     s = r->server;
+    if (r->all_prev != NULL)
+        r->all_prev->all_next = r->all_next;
+    else
+        s->requests = r->all_next;
+    if (r->all_next != NULL)
+        r->all_next->all_prev = r->all_prev;
     request_unwatch_client(r);
     request_report(r);
     free(r->target);
@@ -319,6 +329,27 @@ void request_client_closed(struct request *r)
     if (orphan != NULL && evhttp_request_get_connection(orphan) == NULL)
         evhttp_request_free(orphan);
     request_withdraw(r);
+}
+
+void request_abort_all(struct server *s)
+{
+    while (s->requests != NULL) {
+        struct request *r = s->requests;
+        struct evhttp_connection *evcon =
+            r->client ? evhttp_request_get_connection(r->client) : NULL;
+
+        log_info("req=%llu: stopping now; closing its client connection",
+                 (unsigned long long)r->id);
+        request_unwatch_client(r);
+        if (r->client_bound && evcon != NULL) {
+            frontend_bind_request(s->frontend, evcon, NULL);
+            r->client_bound = 0;
+        }
+        r->client = NULL;
+        if (evcon != NULL)
+            evhttp_connection_free(evcon);
+        request_withdraw(r); /* frees r, which unlinks it */
+    }
 }
 
 int request_watch_client(struct request *r)

@@ -34,7 +34,8 @@ enum request_state {
 };
 
 struct request {
-    uint64_t id; /* for logs, from server.next_request_id */
+    struct request *all_prev, *all_next; /* the server's list of open requests */
+    uint64_t id;                         /* for logs, from server.next_request_id */
     struct server *server;
     enum request_state state;
     struct evhttp_request *client;   /* evhttp's; NULL once answered */
@@ -103,6 +104,10 @@ const char *request_method_name(int cmd);
  * the request from wherever it is and free it. evhttp's request is released here when
  * evhttp left it to us. */
 void request_client_closed(struct request *r);
+
+/* Stopping now (a second TERM/INT): close every open request's client connection and
+ * cancel its upstream exchange, so that nothing is left for the exit to leak. */
+void request_abort_all(struct server *s);
 
 /* Milliseconds spent queued (released_ns - arrived_ns, or until now when not released). */
 uint64_t request_queue_wait_ms(const struct request *r);

@@ -26,6 +26,7 @@ struct metrics;
 struct accesslog;
 struct admin;
 struct confgen;
+struct request;
 
 enum server_state {
     SERVER_RUNNING,
@@ -51,6 +52,7 @@ struct server {
     enum server_state state;
     uint64_t next_request_id;  /* request ids in logs, from 1 */
     size_t requests_open;      /* struct request alive: queued, in flight or replying */
+    struct request *requests;  /* those requests, linked (request_abort_all) */
     struct event *drain_timer; /* fires at drain_timeout: answer what is still queued */
     struct event *stop_check;  /* activated when a request or connection ends while draining */
     struct event *grace_timer; /* last answers get this long to be written before exit */
