@@ -327,6 +327,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
          * refusing our certificate) as a connect failure, without the error callback. */
         r->tls_reason =
             tls_failure(evhttp_connection_get_bufferevent(conn), 1, r->tls_why, sizeof(r->tls_why));
+    upstream_count_outcome(u, code != 0);
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
          * connect failures and connect timeouts by calling us without an error). */

@@ -457,6 +457,14 @@ static void upstream_kick(struct upstream *u)
     evtimer_add(u->timer, &tv);
 }
 
+void upstream_count_outcome(struct upstream *u, int ok)
+{
+    if (ok)
+        u->stats.responses++;
+    else
+        u->stats.failures++;
+}
+
 int upstream_idle(const struct upstream *u)
 {
     return dispatch_queue_len(u->dispatch) == 0 && dispatch_in_flight(u->dispatch) == 0 &&

@@ -83,6 +83,9 @@ int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *header
  * the head of the queue to go again after the pause (its tokens stay spent). */
 void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, struct request *r);
 
+/* Count a finished exchange for /status: an answer relayed (ok) or a failure (502/504). */
+void upstream_count_outcome(struct upstream *u, int ok);
+
 /* Answer every queued request with 503 `reason` (shutdown after drain_timeout). */
 void upstream_flush_queue(struct upstream *u, const char *reason);
 

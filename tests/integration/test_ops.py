@@ -360,7 +360,7 @@ def test_status_json_while_queued(upstream, sluice_factory):
         assert u["in_flight"] == 0 and u["max_in_flight"] == 4
         assert 0 < u["next_release_in_ms"] <= 2000, u
         want = {"admitted": 4, "released": 1, "refused_full": 0, "refused_late": 0,
-                "expired": 0, "withdrawn": 0}
+                "expired": 0, "withdrawn": 0, "responses": 1, "failures": 0}
         assert {k: u["counters"][k] for k in want} == want, u["counters"]
     finally:
         close_all(clients)
