@@ -64,7 +64,9 @@ struct upstream_change {
     int endpoint_changed;            /* url or TLS settings differ: drop idle connections */
 };
 
-static void upstream_kick(struct upstream *u);
+static void kick(struct upstream *u, const struct request *submitted, int *released);
+
+static void upstream_kick(struct upstream *u) { kick(u, NULL, NULL); }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg) { upstream_kick(arg); }
 
@@ -226,6 +228,7 @@ void upstream_submit(struct upstream *u, struct request *r)
     uint64_t now = clock_now_ns();
     uint64_t retry_ns;
     enum dispatch_admit verdict;
+    int released = 0;
 
     memset(&adm, 0, sizeof(adm));
     verdict = dispatch_submit_key(u->dispatch, &r->waiter, r->key_len ? r->key : NULL, r->key_len,
@@ -243,11 +246,12 @@ void upstream_submit(struct upstream *u, struct request *r)
         u->stats.admitted++;
         queue_entered(u, &r->waiter);
         r->state = REQUEST_QUEUED;
-        upstream_kick(u);
+        kick(u, r, &released);
         /* Still queued after the kick: watch for the client leaving. A request released
          * at once is not watched, which keeps the pass-through path free of extra
-         * syscalls; its upstream response timeout bounds it. */
-        if (r->state == REQUEST_QUEUED && request_watch_client(r) != 0)
+         * syscalls; its upstream response timeout bounds it. (Once released, `r` may
+         * already be answered and freed: it is not touched again.) */
+        if (!released && request_watch_client(r) != 0)
             log_warn("req=%llu: cannot watch the client socket", (unsigned long long)r->id);
         return;
     case DISPATCH_FULL:
@@ -408,7 +412,9 @@ int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *h)
     return (int64_t)pause_ms;
 }
 
-static void upstream_kick(struct upstream *u)
+/* Release what may go, expire what waited too long, arm the timer. `submitted` (may be
+ * NULL): a request just queued; *released tells whether this kick let it go. */
+static void kick(struct upstream *u, const struct request *submitted, int *released)
 {
     struct waiter *w;
     struct request *r;
@@ -421,6 +427,8 @@ static void upstream_kick(struct upstream *u)
     while ((w = dispatch_next(u->dispatch, now)) != NULL) {
         queue_left(u, w);
         r = w->data;
+        if (r == submitted)
+            *released = 1;
         r->released_ns = now;
         u->stats.released++;
         conn = conn_get(u);
