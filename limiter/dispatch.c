@@ -45,6 +45,7 @@ struct dispatch {
     uint64_t pause_until_ns;                    /* no release before; 0: never paused */
     uint64_t budget_left;                       /* releases allowed before budget_reset_ns */
     uint64_t budget_reset_ns;                   /* budget applies while now < this; 0: none */
+    uint64_t seq;                               /* arrival counter for waiter.seq */
 };
 
 static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
@@ -344,6 +345,8 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
     }
 
     w->enqueued_ns = now;
+    w->seq = ++d->seq;
+    w->requeued = 0;
     w->deadline_ns = sat_add(now, d->max_wait_ns);
     int pushed = queue_push(&d->queue, w);
     assert(pushed == 0); /* room and an unlinked waiter were checked above */
@@ -412,6 +415,7 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
     }
     fairq_commit(d->fq, w, now);
     queue_remove(&d->queue, w);
+    w->requeued = 0;
     d->in_flight++;
     if (budget_on(d, now))
         d->budget_left--;
@@ -443,14 +447,19 @@ void dispatch_requeue_head(struct dispatch *d, struct waiter *w)
 {
     if (w->queued)
         return;
-    /* Its old deadline may be later than the head's if a reload shortened max_wait while
-     * it was out; clamping keeps the head's deadline the earliest. */
-    const struct waiter *head = queue_peek(&d->queue);
-    if (head != NULL && w->deadline_ns > head->deadline_ns)
-        w->deadline_ns = head->deadline_ns;
+    /* Waiters given their turn back stay in arrival order among themselves (several
+     * refused by one 429 go again in the order they came), ahead of everyone else. */
+    struct waiter *pos = queue_peek(&d->queue);
+    while (pos != NULL && pos->requeued && pos->seq < w->seq)
+        pos = pos->next;
+    /* Its old deadline may be later than the next one's if a reload shortened max_wait
+     * while it was out; clamping keeps deadlines non-decreasing along the arrival list. */
+    if (pos != NULL && w->deadline_ns > pos->deadline_ns)
+        w->deadline_ns = pos->deadline_ns;
     if (w->cost == 0)
         w->cost = 1;
-    queue_push_head(&d->queue, w);
+    w->requeued = 1;
+    queue_insert_before(&d->queue, pos, w);
     fairq_push_head(d->fq, w, d->last_ns);
     if (d->in_flight > 0)
         d->in_flight--;

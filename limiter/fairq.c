@@ -743,13 +743,21 @@ void fairq_push_head(struct fairq *q, struct waiter *w, uint64_t now_ns)
     w->flow_id = f->id;
     w->flow_hash = f->hash;
     flow_gains(q, f, w);
-    w->fprev = NULL;
-    w->fnext = s->head;
-    if (s->head != NULL)
-        s->head->fprev = w;
+    /* After the waiters of this flow already given their turn back and older than w,
+     * so that several refused at once go again in arrival order. */
+    struct waiter *pos = s->head;
+    while (pos != NULL && pos->requeued && pos->seq < w->seq)
+        pos = pos->fnext;
+    w->fnext = pos;
+    w->fprev = pos != NULL ? pos->fprev : s->tail;
+    if (w->fprev != NULL)
+        w->fprev->fnext = w;
+    else
+        s->head = w;
+    if (pos != NULL)
+        pos->fprev = w;
     else
         s->tail = w;
-    s->head = w;
 
     switch (s->state) {
     case SUB_EMPTY:

@@ -37,6 +37,25 @@ int queue_push(struct queue *q, struct waiter *w)
     return 0;
 }
 
+void queue_insert_before(struct queue *q, struct waiter *pos, struct waiter *w)
+{
+    if (w->queued)
+        return;
+    w->next = pos;
+    w->prev = pos != NULL ? pos->prev : q->tail;
+    if (w->prev != NULL)
+        w->prev->next = w;
+    else
+        q->head = w;
+    if (pos != NULL)
+        pos->prev = w;
+    else
+        q->tail = w;
+    w->queued = 1;
+    q->len++;
+    q->cost_sum += w->cost;
+}
+
 void queue_push_head(struct queue *q, struct waiter *w)
 {
     if (w->queued)

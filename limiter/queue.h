@@ -11,7 +11,8 @@
  *   - Not thread-safe; sluice runs one event loop.
  *
  * Invariant: `len` equals the number of linked waiters and never exceeds `cap`
- * (queue_push_head, used to give a request back its place, may exceed it by design).
+ * (queue_push_head and queue_insert_before, used to give a request back its place, may
+ * exceed it by design).
  */
 #ifndef SLUICE_LIMITER_QUEUE_H
 #define SLUICE_LIMITER_QUEUE_H
@@ -45,6 +46,10 @@ struct waiter {
                                      above the dispatcher's classes count as the lowest */
     uint8_t prio_class;           /* the class it was queued in (limiter/fairq) */
     uint8_t queued;               /* 1 while linked in a queue */
+    uint8_t requeued;             /* given its turn back (dispatch_requeue_head) and not
+                                     released since: such waiters keep arrival order among
+                                     themselves at the head */
+    uint64_t seq;                 /* arrival order in its dispatcher (set at submit) */
     void *data;                   /* the owner's object; never touched by limiter/ */
 };
 
@@ -64,6 +69,10 @@ int queue_push(struct queue *q, struct waiter *w) __attribute__((warn_unused_res
 /* Insert at the head regardless of `cap` (a request given back its turn). A waiter
  * already linked is left alone. */
 void queue_push_head(struct queue *q, struct waiter *w);
+
+/* Insert `w` just before `pos` (NULL: at the tail), regardless of `cap`. A waiter already
+ * linked is left alone. */
+void queue_insert_before(struct queue *q, struct waiter *pos, struct waiter *w);
 
 /* The head, or NULL when empty; the waiter stays queued. */
 struct waiter *queue_peek(const struct queue *q);

@@ -532,6 +532,57 @@ static void test_requeue_head(void **state)
     dispatch_free(d);
 }
 
+/* Several refused at once (one 429) come back in any order, but go again in the order
+ * they first arrived, all ahead of those that never left. */
+static void test_requeued_keep_arrival_order(void **state)
+{
+    const struct dispatch_limit lim[] = {{1000, 1000}};
+    struct dispatch *d = make(lim, 1, 8, 10, 10 * NS_PER_SEC);
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, &w[i]);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(dispatch_next(d, fake_now()), &w[i]);
+    submit_ok(d, &w[3]);
+    dispatch_requeue_head(d, &w[2]);
+    dispatch_requeue_head(d, &w[0]);
+    dispatch_requeue_head(d, &w[1]);
+    assert_int_equal(dispatch_queue_len(d), 4);
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(dispatch_next(d, fake_now()), &w[i]);
+    /* Released again, they are ordinary waiters: a later requeue goes to the head. */
+    submit_ok(d, &w[4]);
+    dispatch_requeue_head(d, &w[3]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[3]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[4]);
+    for (int i = 0; i < 5; i++)
+        dispatch_done(d);
+    dispatch_free(d);
+}
+
+/* The same within one key of a fair dispatcher. */
+static void test_requeued_keep_arrival_order_in_a_flow(void **state)
+{
+    const struct dispatch_limit lim[] = {{1000, 1000}};
+    struct dispatch_config cfg = config(lim, 1, 3, 10, 10 * NS_PER_SEC);
+    struct dispatch_fair_config fair = {0};
+    struct dispatch *d = dispatch_new_fair(&cfg, &fair, fake_now());
+
+    assert_non_null(d);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dispatch_submit_key(d, &w[i], "k", 1, fake_now(), NULL), DISPATCH_QUEUED);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(dispatch_next(d, fake_now()), &w[i]);
+    dispatch_requeue_head(d, &w[1]);
+    dispatch_requeue_head(d, &w[2]);
+    dispatch_requeue_head(d, &w[0]);
+    for (int i = 0; i < 3; i++)
+        assert_ptr_equal(dispatch_next(d, fake_now()), &w[i]);
+    for (int i = 0; i < 3; i++)
+        dispatch_done(d);
+    dispatch_free(d);
+}
+
 /* A reload that shortened max_wait while a waiter was out must not let it come back with
  * a later deadline than the head's, or expiry would stop at it and miss the head. */
 static void test_requeue_after_reload_keeps_deadline_order(void **state)
@@ -701,6 +752,8 @@ int main(void)
         cmocka_unit_test_setup(test_reconfigure_below_cost, setup),
         cmocka_unit_test_setup(test_requeue_head, setup),
         cmocka_unit_test_setup(test_requeue_after_reload_keeps_deadline_order, setup),
+        cmocka_unit_test_setup(test_requeued_keep_arrival_order, setup),
+        cmocka_unit_test_setup(test_requeued_keep_arrival_order_in_a_flow, setup),
         cmocka_unit_test_setup(test_clock_backwards, setup),
         cmocka_unit_test_setup(test_free_unlinks, setup),
         cmocka_unit_test_setup(test_fair_config, setup),
