@@ -393,6 +393,11 @@ def test_429_retry_after_pauses_everything_and_retries(make_upstream, sluice_fac
     # within 0.5 s of the pause's end.
     assert sorted(r.target for r in later[:3]) == refused, timeline
     assert later[0].t <= t429 + 2.5, "releases resumed late: " + timeline
+    # Within a key, the refused ones go again in the order they were first sent.
+    for key in (0, 1):
+        def of_key(rs):
+            return [r.target for r in rs if int(r.target.split("=")[1]) % 2 == key]
+        assert of_key(later[:3]) == of_key(reqs[:3]), timeline
     # The retries and pauses are counted, and logged.
     log = s.stderr()
     assert log.count("refused with 429; queued again") == 3, log[-3000:]
