@@ -600,7 +600,6 @@ void upstream_retire(struct upstream *u, struct confgen *gen)
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 
-int upstream_is_retired(const struct upstream *u) { return u->retired_gen != NULL; }
 
 void upstream_flush_queue(struct upstream *u, const char *reason)
 {

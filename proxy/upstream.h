@@ -66,7 +66,6 @@ void upstream_change_free(struct upstream_change *ch);
  * its old settings (holding `gen`, the config they live in) and asks the server to
  * reap it (server.reap) once idle. */
 void upstream_retire(struct upstream *u, struct confgen *gen);
-int upstream_is_retired(const struct upstream *u);
 
 /* Nothing queued, in flight or lent. */
 int upstream_idle(const struct upstream *u);
