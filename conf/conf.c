@@ -1911,6 +1911,12 @@ void conf_free(struct conf *c)
     free(c);
 }
 
+int conf_host_is_ip(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 const struct conf_upstream *conf_find_upstream(const struct conf *c, const char *name)
 {
     for (size_t i = 0; i < c->nupstreams; i++)

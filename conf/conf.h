@@ -168,6 +168,10 @@ struct conf *conf_load_string(const char *name, const char *yaml, char *err, siz
 
 void conf_free(struct conf *c);
 
+/* Is `host` (as stored in the config: no brackets) an IPv4 or IPv6 address rather than
+ * a name? Decides SNI vs IP-SAN checks and whether a resolver is needed. */
+int conf_host_is_ip(const char *host);
+
 /* Find an upstream by name; NULL when absent. */
 const struct conf_upstream *conf_find_upstream(const struct conf *c, const char *name);
 

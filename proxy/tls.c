@@ -3,7 +3,6 @@
  */
 #include "proxy/tls.h"
 
-#include <arpa/inet.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -84,12 +83,6 @@ static int client_new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
-static int is_ip_literal(const char *host)
-{
-    unsigned char buf[16];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 /* A context with an empty SSL_CTX of `method`; NULL with err on out-of-memory. */
 static struct tls_ctx *tls_ctx_new(const SSL_METHOD *method, const struct conf *c, char *err,
                                    size_t errlen)
@@ -118,7 +111,7 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
         snprintf(err, errlen, "%s: out of memory", c->path);
         goto fail;
     }
-    t->name_is_ip = is_ip_literal(t->server_name);
+    t->name_is_ip = conf_host_is_ip(t->server_name);
     SSL_CTX_set_min_proto_version(t->ssl, tc->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     /* A new connection resumes the latest session (an abbreviated handshake) instead of a
      * full one. OpenSSL's own client cache would keep every session it is given and never

@@ -15,7 +15,6 @@
  */
 #include "proxy/upstream.h"
 
-#include <arpa/inet.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -135,12 +134,6 @@ static void fill_dispatch_config(const struct conf_upstream *cu, struct dispatch
     dc->max_wait_ns = cu->max_wait_ms * NS_PER_MS;
 }
 
-static int host_is_ip(const char *host)
-{
-    unsigned char buf[16];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
 {
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
@@ -152,7 +145,7 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
         return NULL;
     u->server = s;
     u->conf = cu;
-    u->ip_literal = host_is_ip(cu->host);
+    u->ip_literal = conf_host_is_ip(cu->host);
     fill_dispatch_config(cu, limits, &dc);
     fill_fair_config(cu, key_limits, &fc);
     u->dispatch = dispatch_new_fair(&dc, &fc, clock_now_ns());
@@ -585,7 +578,7 @@ void upstream_commit(struct upstream *u, struct upstream_change *ch)
         u->tls = NULL;
     }
     u->conf = ch->conf;
-    u->ip_literal = host_is_ip(u->conf->host);
+    u->ip_literal = conf_host_is_ip(u->conf->host);
     upstream_change_free(ch);
     /* New rates: re-arm the timer for the head's new due time. */
     event_active(u->timer, EV_TIMEOUT, 1);
@@ -599,7 +592,6 @@ void upstream_retire(struct upstream *u, struct confgen *gen)
         evhttp_connection_free(u->idle[--u->nidle]);
     event_active(u->timer, EV_TIMEOUT, 1);
 }
-
 
 void upstream_flush_queue(struct upstream *u, const char *reason)
 {
