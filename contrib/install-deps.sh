@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what sluice needs on a Debian-like machine, only what is missing.
 #   install-deps.sh run     build and run
-#   install-deps.sh test    + the test tools (default)
+#   install-deps.sh test    + the test tools (default), clang and libFuzzer for the fuzz harnesses
 #   install-deps.sh bench   + the load generator and nginx for comparison
 # Without apt-get, prints the list to install by hand and fails.
 set -e
@@ -9,7 +9,10 @@ what=${1:-test}
 
 build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev"
 run="$build python3 curl"
-test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client groff-base systemd"
+# libFuzzer and the ASan/UBSan runtimes for clang are in libclang-rt-14-dev, which clang
+# only recommends (and recommends are not installed): name it.
+test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client groff-base systemd \
+  clang libclang-rt-14-dev"
 bench="$run wrk nginx-light openssl"
 case "$what" in
   run) want=$run ;;
@@ -29,7 +32,8 @@ done
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "sluice needs these packages (Debian names; install them with your package manager):" >&2
   echo "  $missing" >&2
-  echo "  (libevent 2.1 with openssl support, OpenSSL 3, libyaml, pkg-config, cmocka, pytest)" >&2
+  echo "  (libevent 2.1 with openssl support, OpenSSL 3, libyaml, pkg-config, cmocka, pytest;" >&2
+  echo "   for tests also clang with its libFuzzer/ASan/UBSan runtimes)" >&2
   exit 1
 fi
 
