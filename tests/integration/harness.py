@@ -28,7 +28,27 @@ Upstream behaviours are chosen by the LAST path segment of the request target
   .../big?bytes=N         Content-Length response of N pattern bytes
   .../headers             a response carrying hop-by-hop headers plus X-Normal: yes
   .../echo                200 with the raw request body as the response body
+  .../raw?s=NAME          the bytes registered with upstream.script(NAME, ...), verbatim
   anything else           200 JSON {method, target, headers, body_len, body_sha256, conn_id}
+
+Scripted raw answers, for responses that are not (or not quite) HTTP:
+
+  upstream.script(NAME, *pieces, close=False, delay=0) -> "raw?s=NAME"
+      A request whose last path segment is `raw` with ?s=NAME (any method, HEAD too) is
+      answered by writing each piece (bytes) as it is, one write each, waiting `delay`
+      seconds between two pieces; nothing is added (no status line, no length, no CRLF).
+      Then the connection is closed (close=True), or it keeps serving further requests
+      normally (close=False), whatever the request's Connection header said. The return
+      value is the path tail to request: sluice.url("/api/" + upstream.script(...)).
+      An unknown NAME is answered 500 and recorded in upstream.errors.
+
+Raw bytes received: every byte the upstream reads is recorded per TCP connection before it
+is parsed, so a test can check that nothing of a refused request arrived, or that a
+forwarded request line is exactly the expected one:
+
+  upstream.raw            {conn_id: bytes}, in connection order (conn_id as in Request)
+  upstream.raw_received() every connection's bytes, concatenated in connection order
+  upstream.wait_raw(b)    block until bytes b appear on some connection
 
 The pattern is pattern_bytes(n): a fixed byte sequence with a long odd period, so a lost,
 duplicated or reordered piece changes the sha256.
@@ -169,6 +189,19 @@ class _BadRequest(Exception):
     pass
 
 
+class _RecordingReader(asyncio.StreamReader):
+    """A StreamReader that hands every byte it is fed to record(cid, data) first."""
+
+    def __init__(self, cid, record, **kw):
+        super().__init__(**kw)
+        self.cid = cid
+        self._record_raw = record
+
+    def feed_data(self, data):
+        self._record_raw(self.cid, data)
+        super().feed_data(data)
+
+
 class Upstream:
     """A loopback HTTP/1.1 origin server in its own thread and event loop.
 
@@ -177,6 +210,8 @@ class Upstream:
     upstream.wait_for(n)    block until n requests arrived (AssertionError on timeout)
     upstream.connections    how many TCP connections were accepted
     upstream.errors         exceptions raised while parsing what sluice sent
+    upstream.raw            {conn_id: bytes received}, upstream.raw_received(), wait_raw()
+    upstream.script(name, *pieces, close=False, delay=0)   a raw answer (module docstring)
     upstream.stop()
     """
 
@@ -194,6 +229,8 @@ class Upstream:
         self._server = None
         self._thread = None
         self._writers = set()
+        self._raw = {}      # conn_id -> bytearray, written in the upstream thread
+        self._scripts = {}  # name -> (pieces, close, delay)
 
     # ----- control from the test thread
 
@@ -206,8 +243,8 @@ class Upstream:
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                self._server = loop.run_until_complete(asyncio.start_server(
-                    self._handle, self.host, self._want_port, limit=1 << 20, reuse_address=True))
+                self._server = loop.run_until_complete(loop.create_server(
+                    self._protocol, self.host, self._want_port, reuse_address=True))
                 self.port = self._server.sockets[0].getsockname()[1]
             except Exception as e:  # pragma: no cover - reported to start()
                 failure.append(e)
@@ -296,6 +333,35 @@ class Upstream:
     def conn_ids(self):
         return [r.conn_id for r in self.requests]
 
+    @property
+    def raw(self):
+        """{conn_id: bytes} of everything received on each connection (a copy)."""
+        with self._cond:
+            return {cid: bytes(b) for cid, b in sorted(self._raw.items())}
+
+    def raw_received(self):
+        """Every byte received, the connections concatenated in the order they opened."""
+        return b"".join(self.raw.values())
+
+    def wait_raw(self, needle, timeout=DEFAULT_TIMEOUT):
+        """Block until bytes `needle` were received on one connection; returns its id."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for cid, b in sorted(self._raw.items()):
+                    if needle in b:
+                        return cid
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("upstream never received %r" % needle[:200])
+                self._cond.wait(left)
+
+    def script(self, name, *pieces, close=False, delay=0):
+        """Register a raw answer (see the module docstring); returns "raw?s=NAME"."""
+        with self._cond:
+            self._scripts[name] = (tuple(bytes(p) for p in pieces), close, delay)
+        return "raw?" + urllib.parse.urlencode({"s": name})
+
     # ----- the server, in the upstream thread
 
     def _record(self, req):
@@ -303,9 +369,24 @@ class Upstream:
             self._reqs.append(req)
             self._cond.notify_all()
 
-    async def _handle(self, reader, writer):
+    def _record_raw(self, cid, data):
+        with self._cond:
+            self._raw[cid] += data
+            self._cond.notify_all()
+
+    def _protocol(self):
+        """A new connection (what asyncio.start_server does, with a recording reader):
+        the connection id is given here, at accept, so bytes that arrive before _handle
+        runs are recorded under it too."""
         self._ids += 1
         cid = self._ids
+        with self._cond:
+            self._raw[cid] = bytearray()
+        reader = _RecordingReader(cid, self._record_raw, limit=1 << 20, loop=self._loop)
+        return asyncio.StreamReaderProtocol(reader, self._handle, loop=self._loop)
+
+    async def _handle(self, reader, writer):
+        cid = reader.cid
         self.connections += 1
         self.open_connections += 1
         self._writers.add(writer)
@@ -482,6 +563,20 @@ class Upstream:
             await self._send(writer, 200, [("Content-Type", "application/octet-stream")],
                              req.body, keep)
             return keep
+        if last == "raw":
+            with self._cond:
+                scripted = self._scripts.get(q.get("s"))
+            if scripted is None:
+                self.errors.append("conn %d: no script %r" % (req.conn_id, q.get("s")))
+                await self._send(writer, 500, [], b"no such script\n", False)
+                return False
+            pieces, close, delay = scripted
+            for i, piece in enumerate(pieces):
+                if i and delay:
+                    await asyncio.sleep(delay)
+                writer.write(piece)
+                await writer.drain()
+            return not close
         await self._send(writer, 200, [("Content-Type", "application/json")],
                          self._echo_json(req), keep)
         return keep

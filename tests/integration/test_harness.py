@@ -78,3 +78,51 @@ def test_yaml_emitter():
     assert "    url: http://127.0.0.1:1/base" in text
     assert "      - rate: 100/s" in text
     assert "    preserve_host: false" in text
+
+
+def test_upstream_records_raw_bytes(upstream):
+    req = b"GET /one HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"
+    req2 = b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+    with harness.connect(upstream.port, 5) as s:
+        s.sendall(req + req2)
+        with s.makefile("rb") as f:
+            assert harness.read_response(f).status == 200
+            assert harness.read_response(f).status == 200
+    with harness.connect(upstream.port, 5) as s:
+        s.sendall(b"GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with s.makefile("rb") as f:
+            assert harness.read_response(f).status == 200
+    reqs = upstream.wait_for(3)
+    raw = upstream.raw
+    assert list(raw) == [reqs[0].conn_id, reqs[2].conn_id]
+    assert raw[reqs[0].conn_id] == req + req2
+    assert upstream.raw_received() == req + req2 + \
+        b"GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert upstream.wait_raw(b"/three", timeout=1) == reqs[2].conn_id
+
+
+def test_upstream_scripted_raw_answers(upstream):
+    kept = upstream.script("kept", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", b"loEXTRA",
+                           delay=0.05)
+    assert kept == "raw?s=kept"
+    upstream.script("closed", b"HTTP/1.1 204 No Content\r\n\r\nstray", close=True)
+    with harness.connect(upstream.port, 5) as s:
+        # kept: the pieces verbatim (nothing added), then the connection serves on
+        s.sendall(b"GET /a/raw?s=kept HTTP/1.1\r\nHost: x\r\n\r\n")
+        want = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA"
+        got = b""
+        while len(got) < len(want):
+            got += s.recv(4096)
+        assert got == want
+        s.sendall(b"HEAD /b/raw?s=closed HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+        assert got == b"HTTP/1.1 204 No Content\r\n\r\nstray"
+    assert [r.method for r in upstream.requests] == ["GET", "HEAD"]
+    assert upstream.connections == 1
+    r = harness.http_request(upstream.port, "GET", "/raw?s=nope")
+    assert r.status == 500 and len(upstream.errors) == 1
