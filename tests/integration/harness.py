@@ -46,7 +46,8 @@ Raw bytes received: every byte the upstream reads is recorded per TCP connection
 is parsed, so a test can check that nothing of a refused request arrived, or that a
 forwarded request line is exactly the expected one:
 
-  upstream.raw            {conn_id: bytes}, in connection order (conn_id as in Request)
+  upstream.raw            {conn_id: bytes}, in connection order (conn_id as in Request);
+                          plain TCP only (tlsutil.TlsUpstream records none)
   upstream.raw_received() every connection's bytes, concatenated in connection order
   upstream.wait_raw(b)    block until bytes b appear on some connection
 
@@ -386,7 +387,10 @@ class Upstream:
         return asyncio.StreamReaderProtocol(reader, self._handle, loop=self._loop)
 
     async def _handle(self, reader, writer):
-        cid = reader.cid
+        cid = getattr(reader, "cid", None)
+        if cid is None:  # a subclass serving with asyncio.start_server (tlsutil): no raw
+            self._ids += 1
+            cid = self._ids
         self.connections += 1
         self.open_connections += 1
         self._writers.add(writer)
