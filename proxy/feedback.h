@@ -3,7 +3,8 @@
  *
  * Pure parsing, no I/O: the caller passes header values (NULL when absent) and the
  * current wall-clock time (for HTTP dates and epoch resets); durations come back in
- * milliseconds relative to now. Understood:
+ * milliseconds relative to now, capped at a day (an upstream asking for longer is taken
+ * to ask for a day). Understood:
  *   Retry-After: 120 | Retry-After: Wed, 21 Oct 2026 07:28:00 GMT        (RFC 9110 10.2.3)
  *   RateLimit: "default";r=3;t=5  (IETF httpapi draft: remaining r, reset in t seconds)
  *   RateLimit-Remaining: 3 / RateLimit-Reset: 5                           (older drafts)
