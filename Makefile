@@ -3,6 +3,7 @@
 #   make            build build/sluice (optimised, with debug info)
 #   make run        install what is missing, build, run on proxy.yaml.sample (foreground)
 #   make test       install what is missing, build under ASan+UBSan, run unit + integration tests
+#   make fuzz       each libFuzzer harness for FUZZ_SECONDS (see tests/fuzz/README.md)
 #   make bench      wrk against sluice and nginx in the same run (see bench/README.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -45,7 +46,38 @@ REL_OPT := -O2 -g
 SAN := build/asan
 SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all run test test-unit test-integration bench bench-dispatch deps deps-run deps-bench install uninstall clean format
+# ---------------------------------------------------------------- fuzzing (libFuzzer)
+# Every parser of untrusted bytes has a harness: tests/fuzz/fuzz_NAME.c (one
+# LLVMFuzzerTestOneInput) and a seed corpus tests/fuzz/corpus/NAME/. To add one, put NAME
+# in FUZZERS and list the sources it links in FUZZ_DEPS_NAME; if needed, also
+# FUZZ_PKGS_NAME (pkg-config packages to link) and FUZZ_MAXLEN_NAME (longest input).
+# Each builds to build/fuzz/NAME and runs on a copy of its corpus in build/fuzz/corpus-NAME.
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_MAXLEN        ?= 4096
+FUZZ := build/fuzz
+FUZZ_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+            -fno-sanitize-recover=undefined
+
+FUZZERS := conf units feedback
+FUZZ_DEPS_conf       := $(CONF_SRC)
+FUZZ_PKGS_conf       := yaml-0.1
+FUZZ_MAXLEN_conf     := 8192
+FUZZ_DEPS_units      := conf/units.c
+FUZZ_MAXLEN_units    := 128
+FUZZ_DEPS_feedback   := proxy/feedback.c
+FUZZ_MAXLEN_feedback := 512
+
+FUZZ_BINS := $(FUZZERS:%=$(FUZZ)/%)
+fuzz_maxlen = $(or $(FUZZ_MAXLEN_$(1)),$(FUZZ_MAXLEN))
+fuzz_libs   = $(if $(FUZZ_PKGS_$(1)),$(shell $(PKG_CONFIG) --libs $(FUZZ_PKGS_$(1))))
+# run.sh HARNESS SEEDS WORKDIR SECONDS MAX_LEN, for each harness; fails after all ran.
+fuzz_run    = fail=0; $(foreach f,$(FUZZERS),sh tests/fuzz/run.sh $(FUZZ)/$(f) \
+              tests/fuzz/corpus/$(f) $(FUZZ)/$(2)-$(f) $(1) $(call fuzz_maxlen,$(f)) || fail=1;) \
+              exit $$fail
+
+.PHONY: all run test test-unit test-integration fuzz fuzz-smoke bench bench-dispatch deps deps-run deps-bench install uninstall clean format
 
 all: build/sluice
 
@@ -77,6 +109,14 @@ $(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_CFLAGS) $(SAN_OPT) -o $@ $< $(UNIT_DEPS_$*) $(FINAL_LIBS) -lcmocka
 
+# The harness and the code it drives, all instrumented; objects shared between harnesses.
+$(FUZZ)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(FUZZ_OPT) $(CFLAGS) -c -o $@ $<
+
+$(FUZZ_BINS): $(FUZZ)/%: $(FUZZ)/obj/tests/fuzz/fuzz_%.o $$(addprefix $(FUZZ)/obj/,$$(FUZZ_DEPS_$$*:.c=.o))
+	$(FUZZ_CC) $(FUZZ_OPT) $(FINAL_LDFLAGS) -o $@ $^ $(call fuzz_libs,$*) -lm $(LIBS)
+
 # Install what a fresh Debian machine lacks (apt-get), or say what to install.
 deps:
 	@sh contrib/install-deps.sh test
@@ -104,6 +144,17 @@ test-unit:
 
 test-integration:
 	SLUICE_BIN=$(CURDIR)/$(SAN)/sluice $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+# Each harness FUZZ_SECONDS on build/fuzz/corpus-NAME, which keeps what it finds between
+# runs: exec/s, corpus growth, and a failure on any crash, leak, UB or hang.
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@$(call fuzz_run,$(FUZZ_SECONDS),corpus)
+
+# Each harness a few seconds from its seeds alone (a fresh copy).
+fuzz-smoke: $(FUZZ_BINS)
+	@rm -rf $(FUZZERS:%=$(FUZZ)/smoke-%)
+	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS),smoke)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory build/sluice
@@ -134,7 +185,7 @@ uninstall:
 	      $(DESTDIR)$(LOGROTATEDIR)/sluice
 
 format:
-	clang-format -i $(wildcard proxy/*.[ch] limiter/*.[ch] conf/*.[ch] tests/unit/*.[ch])
+	clang-format -i $(wildcard proxy/*.[ch] limiter/*.[ch] conf/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c)
 
 clean:
 	rm -rf build
