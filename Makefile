@@ -2,7 +2,8 @@
 #
 #   make            build build/sluice (optimised, with debug info)
 #   make run        install what is missing, build, run on proxy.yaml.sample (foreground)
-#   make test       install what is missing, build under ASan+UBSan, run unit + integration tests
+#   make test       install what is missing, build under ASan+UBSan, run unit tests, a few
+#                   seconds of each fuzz harness, integration tests
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (see tests/fuzz/README.md)
 #   make bench      wrk against sluice and nginx in the same run (see bench/README.md)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -132,8 +133,8 @@ run: deps-run
 	@sh contrib/run-demo.sh build/sluice proxy.yaml.sample
 
 test: deps
-	@$(MAKE) --no-print-directory $(SAN)/sluice $(UNIT_TESTS:%=$(SAN)/tests/%)
-	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory $(SAN)/sluice $(UNIT_TESTS:%=$(SAN)/tests/%) $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
 
 test-unit:
 	@set -e; for t in $(UNIT_TESTS); do \
@@ -151,7 +152,7 @@ fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BINS)
 	@$(call fuzz_run,$(FUZZ_SECONDS),corpus)
 
-# Each harness a few seconds from its seeds alone (a fresh copy).
+# Each harness a few seconds from its seeds alone (a fresh copy); part of `make test`.
 fuzz-smoke: $(FUZZ_BINS)
 	@rm -rf $(FUZZERS:%=$(FUZZ)/smoke-%)
 	@$(call fuzz_run,$(FUZZ_SMOKE_SECONDS),smoke)
