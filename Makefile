@@ -104,6 +104,7 @@ UNIT_DEPS_test_fairq    := $(LIMITER_SRC)
 UNIT_DEPS_test_units    := conf/units.c
 UNIT_DEPS_test_conf     := $(CONF_SRC)
 UNIT_DEPS_test_feedback := proxy/feedback.c
+UNIT_DEPS_test_http1    := proxy/http1.c
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
