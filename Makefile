@@ -49,7 +49,8 @@ SAN_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sani
 
 # ---------------------------------------------------------------- fuzzing (libFuzzer)
 # Every parser of untrusted bytes has a harness: tests/fuzz/fuzz_NAME.c (one
-# LLVMFuzzerTestOneInput) and a seed corpus tests/fuzz/corpus/NAME/. To add one, put NAME
+# LLVMFuzzerTestOneInput), a seed corpus tests/fuzz/corpus/NAME/ and optionally a
+# dictionary tests/fuzz/NAME.dict. To add one, put NAME
 # in FUZZERS and list the sources it links in FUZZ_DEPS_NAME; if needed, also
 # FUZZ_PKGS_NAME (pkg-config packages to link) and FUZZ_MAXLEN_NAME (longest input).
 # Each builds to build/fuzz/NAME and runs on a copy of its corpus in build/fuzz/corpus-NAME.

@@ -5,6 +5,7 @@
 # The seeds (tests/fuzz/corpus/NAME) are copied into WORK, the only corpus directory the
 # fuzzer is given, so new inputs never land in the checked-in corpus. Inputs that crash,
 # leak or hang go to WORK/../NAME-crash-*, -leak-*, -timeout-*; the whole log to WORK.log.
+# A dictionary tests/fuzz/NAME.dict (tokens the parser looks for) is used when present.
 # Prints one line per run; exits 1 when the harness found anything.
 set -eu
 bin=$1 seeds=$2 work=$3 secs=$4 maxlen=$5
@@ -22,10 +23,12 @@ fi
 mkdir -p "$work"
 cp "$seeds"/* "$work"/
 before=$(ls "$work" | wc -l)
+dict=$(dirname "$0")/$name.dict
+[ -f "$dict" ] && set -- -dict="$dict" || set --
 rc=0
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -print_final_stats=1 \
-  -artifact_prefix="$(dirname "$work")/$name-" "$work" >"$log" 2>&1 || rc=$?
+  -artifact_prefix="$(dirname "$work")/$name-" "$@" "$work" >"$log" 2>&1 || rc=$?
 after=$(ls "$work" | wc -l)
 
 if [ "$rc" -ne 0 ]; then
