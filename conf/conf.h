@@ -88,6 +88,7 @@ struct conf_upstream {
     uint64_t response_timeout_ms; /* default 30000 */
     uint32_t keepalive;           /* idle connections kept open, default 32 */
     int preserve_host; /* forward the client's Host instead of the upstream's; default 0 */
+    uint32_t max_header_size; /* default 16k: status line + headers of an answer, else 502 */
     struct conf_fairness fairness;
     int feedback; /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
     uint32_t retry_max_attempts; /* default 3: sends of one request refused with 429 */

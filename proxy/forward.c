@@ -27,7 +27,10 @@
 #include "conf/conf.h"
 #include "proxy/clock.h"
 #include "proxy/frontend.h"
+#include "proxy/gate.h"
+#include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/pool.h"
 #include "proxy/request.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
@@ -41,7 +44,7 @@ static const char *const hop_by_hop[] = {
     "Upgrade",    "Proxy-Authorization", "Proxy-Authenticate", NULL,
 };
 
-/* Is `name` one of the comma-separated tokens of a Connection header value? */
+/* Is `name` one of the comma-separated tokens of one Connection field value? */
 static int connection_lists(const char *connection, const char *name)
 {
     size_t n = strlen(name);
@@ -63,8 +66,9 @@ static int connection_lists(const char *connection, const char *name)
     return 0;
 }
 
-int forward_is_hop_by_hop(const char *name, const char *connection)
+int forward_is_hop_by_hop(const char *name, const struct evkeyvalq *headers, int has_connection)
 {
+    const struct evkeyval *h;
     size_t i;
     char c = (char)(name[0] | 0x20);
 
@@ -74,26 +78,13 @@ int forward_is_hop_by_hop(const char *name, const char *connection)
         for (i = 0; hop_by_hop[i] != NULL; i++)
             if (strcasecmp(name, hop_by_hop[i]) == 0)
                 return 1;
-    return connection != NULL && connection_lists(connection, name);
-}
-
-/* All Connection header values joined, so that every listed name is found. */
-static const char *joined_connection(struct evkeyvalq *headers, char *buf, size_t len)
-{
-    struct evkeyval *h;
-    size_t used = 0;
-
-    buf[0] = '\0';
+    if (!has_connection)
+        return 0;
+    /* Every Connection field, however long its list: a name it lists is hop-by-hop. */
     TAILQ_FOREACH(h, headers, next)
-    {
-        if (strcasecmp(h->key, "Connection") == 0) {
-            int n = snprintf(buf + used, len - used, "%s%s", used ? "," : "", h->value);
-            if (n < 0 || (size_t)n >= len - used)
-                break;
-            used += (size_t)n;
-        }
-    }
-    return used ? buf : NULL;
+    if (strcasecmp(h->key, "Connection") == 0 && connection_lists(h->value, name))
+        return 1;
+    return 0;
 }
 
 /* The request-target toward the upstream: base_path + (stripped) path + ?query. */
@@ -127,15 +118,15 @@ static void copy_request_headers(struct request *r, struct evhttp_request *out)
     struct evkeyvalq *oh = evhttp_request_get_output_headers(out);
     const struct conf_upstream *cu = upstream_conf(r->upstream);
     const char *client_host = evhttp_find_header(in, "Host");
-    char conn_buf[512], xff[1024], host[300];
-    const char *connection = joined_connection(in, conn_buf, sizeof(conn_buf));
+    char xff[1024], host[300];
+    int has_connection = evhttp_find_header(in, "Connection") != NULL;
     struct evkeyval *h;
     size_t xff_len = 0;
 
     xff[0] = '\0';
     TAILQ_FOREACH(h, in, next)
     {
-        if (forward_is_hop_by_hop(h->key, connection) || strcasecmp(h->key, "Host") == 0 ||
+        if (forward_is_hop_by_hop(h->key, in, has_connection) || strcasecmp(h->key, "Host") == 0 ||
             strcasecmp(h->key, "Content-Length") == 0 || strcasecmp(h->key, "Expect") == 0 ||
             strcasecmp(h->key, "X-Forwarded-Proto") == 0 ||
             strcasecmp(h->key, "X-Forwarded-Host") == 0)
@@ -187,14 +178,14 @@ static void relay_start(struct request *r, struct evhttp_request *in)
 {
     struct evkeyvalq *ih = evhttp_request_get_input_headers(in);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(r->client);
-    char conn_buf[512], wait[24];
-    const char *connection = joined_connection(ih, conn_buf, sizeof(conn_buf));
+    char wait[24];
+    int has_connection = evhttp_find_header(ih, "Connection") != NULL;
     struct evkeyval *h;
     const char *phrase = evhttp_request_get_response_code_line(in);
 
     TAILQ_FOREACH(h, ih, next)
     {
-        if (forward_is_hop_by_hop(h->key, connection))
+        if (forward_is_hop_by_hop(h->key, ih, has_connection))
             continue;
         evhttp_add_header(oh, h->key, h->value);
     }
@@ -243,7 +234,7 @@ static void client_drained_cb(struct evhttp_connection *client_conn, void *arg)
 
     if (r->client_paused && r->conn != NULL) {
         r->client_paused = 0;
-        bufferevent_enable(evhttp_connection_get_bufferevent(r->conn), EV_READ);
+        bufferevent_enable(evhttp_connection_get_bufferevent(r->conn->evcon), EV_READ);
     }
 }
 
@@ -266,7 +257,7 @@ static void body_cb(struct evhttp_request *in, void *arg)
          * so memory stays bounded by buffers, not by the body. While paused, watch the
          * client so that its leaving is noticed even though nothing is being written. */
         r->client_paused = 1;
-        bufferevent_disable(evhttp_connection_get_bufferevent(r->conn), EV_READ);
+        bufferevent_disable(evhttp_connection_get_bufferevent(r->conn->evcon), EV_READ);
         request_watch_client(r);
         r->bytes_out += evbuffer_get_length(piece);
         evhttp_send_reply_chunk_with_cb(r->client, piece, client_drained_cb, r);
@@ -283,8 +274,8 @@ static void error_cb(enum evhttp_request_error err, void *arg)
     r->upstream_error = (int)err + 1; /* 0 means "none recorded" */
     /* Read the handshake's verdict now, before anything else touches the session. */
     if (r->conn != NULL && upstream_is_tls(r->upstream) && err != EVREQ_HTTP_REQUEST_CANCEL)
-        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn), 0, r->tls_why,
-                                    sizeof(r->tls_why));
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn->evcon), 0,
+                                    r->tls_why, sizeof(r->tls_why));
 }
 
 /* Close the client connection without an answer (its answer had already started). */
@@ -302,11 +293,30 @@ static void drop_client(struct request *r)
         evhttp_connection_free(evcon);
 }
 
+/* The upstream's answer was not valid HTTP (the gate refused it): 502 when nothing was
+ * relayed yet, else close the client connection, the only honest signal left. */
+static void upstream_failed_invalid(struct request *r, enum http1_error e)
+{
+    struct upstream *u = r->upstream;
+
+    if (r->state == REQUEST_RELAYING) {
+        r->reason = "upstream_invalid";
+        log_warn("req=%llu route=%s upstream=%s: invalid answer mid-body (%s); closing client",
+                 (unsigned long long)r->id, r->route->path_prefix, upstream_name(u),
+                 http1_error_text(e));
+        drop_client(r);
+        request_free(r);
+        return;
+    }
+    request_reply_error(r, 502, "upstream_invalid", 0, "upstream '%s' sent an invalid answer: %s",
+                        upstream_name(u), http1_error_text(e));
+}
+
 static void done_cb(struct evhttp_request *in, void *arg)
 {
     struct request *r = arg;
     struct upstream *u = r->upstream;
-    struct evhttp_connection *conn = r->conn;
+    struct pool_conn *conn = r->conn;
     int code = in ? evhttp_request_get_response_code(in) : 0;
     int err = r->upstream_error - 1;
 
@@ -325,15 +335,18 @@ static void done_cb(struct evhttp_request *in, void *arg)
     if (code == 0 && err < 0 && r->tls_reason == NULL && upstream_is_tls(u) && conn != NULL)
         /* evhttp reports a connection reset right after the handshake (a TLS 1.3 server
          * refusing our certificate) as a connect failure, without the error callback. */
-        r->tls_reason =
-            tls_failure(evhttp_connection_get_bufferevent(conn), 1, r->tls_why, sizeof(r->tls_why));
+        r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(conn->evcon), 1, r->tls_why,
+                                    sizeof(r->tls_why));
     upstream_count_outcome(u, code != 0);
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
          * connect failures and connect timeouts by calling us without an error). */
+        enum http1_error invalid = conn ? gate_error(conn->gate) : HTTP1_OK;
         /* A TLS session that failed cannot be resumed by evhttp's reconnect. */
         upstream_request_done(u, conn, !upstream_is_tls(u));
-        if (r->state == REQUEST_RELAYING) {
+        if (invalid != HTTP1_OK) {
+            upstream_failed_invalid(r, invalid);
+        } else if (r->state == REQUEST_RELAYING) {
             r->reason = "upstream_error";
             log_warn("req=%llu route=%s upstream=%s: upstream failed mid-answer; closing client",
                      (unsigned long long)r->id, r->route->path_prefix, upstream_name(u));
@@ -377,7 +390,28 @@ static void done_cb(struct evhttp_request *in, void *arg)
     request_free(r);
 }
 
-void forward_start(struct request *r, struct evhttp_connection *conn)
+/* The gate found the upstream's answer invalid (proxy/gate reports from its own event,
+ * outside evhttp): stop the exchange and tell the client. */
+static void invalid_cb(void *arg)
+{
+    struct request *r = arg;
+    struct upstream *u = r->upstream;
+    struct pool_conn *conn = r->conn;
+    enum http1_error e = gate_error(conn->gate);
+
+    if (r->outgoing != NULL) {
+        struct evhttp_request *out = r->outgoing;
+        r->outgoing = NULL;
+        /* evhttp calls error_cb(CANCEL) only, never done_cb. */
+        evhttp_cancel_request(out);
+    }
+    r->conn = NULL;
+    upstream_count_outcome(u, 0);
+    upstream_request_done(u, conn, 0);
+    upstream_failed_invalid(r, e);
+}
+
+void forward_start(struct request *r, struct pool_conn *conn)
 {
     struct evhttp_request *out;
     struct bufferevent *bev;
@@ -417,13 +451,16 @@ void forward_start(struct request *r, struct evhttp_connection *conn)
     r->conn = conn;
     r->outgoing = out;
     r->sent_ns = clock_now_ns();
+    /* The answer is checked before evhttp reads it: a HEAD answer has no body. */
+    gate_expect_response(conn->gate, method == EVHTTP_REQ_HEAD);
+    gate_on_error(conn->gate, invalid_cb, r);
     r->attempts++;
     r->upstream_error = 0;
     r->tls_reason = NULL;
     log_debug("req=%llu route=%s upstream=%s: released after %llums -> %s",
               (unsigned long long)r->id, r->route->path_prefix, cu->name,
               (unsigned long long)request_queue_wait_ms(r), target);
-    if (evhttp_make_request(conn, out, method, target) != 0) {
+    if (evhttp_make_request(conn->evcon, out, method, target) != 0) {
         /* evhttp freed `out`. */
         r->outgoing = NULL;
         r->conn = NULL;
@@ -435,7 +472,7 @@ void forward_start(struct request *r, struct evhttp_connection *conn)
     /* A connection that is still connecting uses the connect timeout until it is up;
      * evhttp then applies the connection's own (response) timeout. evhttp installs no
      * write callback until connected (while sending, it has one), which is how we tell. */
-    bev = evhttp_connection_get_bufferevent(conn);
+    bev = evhttp_connection_get_bufferevent(conn->evcon);
     bufferevent_getcb(bev, NULL, &writecb, NULL, NULL);
     if (writecb == NULL) {
         struct timeval tv = {(time_t)(cu->connect_timeout_ms / 1000),
@@ -447,7 +484,7 @@ void forward_start(struct request *r, struct evhttp_connection *conn)
 void forward_abort(struct request *r)
 {
     struct upstream *u = r->upstream;
-    struct evhttp_connection *conn = r->conn;
+    struct pool_conn *conn = r->conn;
 
     if (r->outgoing != NULL) {
         struct evhttp_request *out = r->outgoing;

@@ -12,17 +12,19 @@
 #define SLUICE_PROXY_FORWARD_H
 
 struct request;
-struct evhttp_connection;
+struct pool_conn;
+struct evkeyvalq;
 
-/* Send `r` upstream over `conn`. Never fails silently: on error the client gets a 502. */
-void forward_start(struct request *r, struct evhttp_connection *conn);
+/* Send `r` upstream over `conn` (lent by the pool). Never fails silently: on error the
+ * client gets a 502. */
+void forward_start(struct request *r, struct pool_conn *conn);
 
 /* The client left while `r` was in flight or relaying: cancel the upstream exchange,
  * give the connection back, close the client connection and free `r`. */
 void forward_abort(struct request *r);
 
 /* Hop-by-hop test used in both directions (RFC 9110 7.6.1): the fixed list plus any
- * name listed in the message's Connection header (`connection`, may be NULL). */
-int forward_is_hop_by_hop(const char *name, const char *connection);
+ * name listed in any Connection field of `headers` (has_connection: there is one). */
+int forward_is_hop_by_hop(const char *name, const struct evkeyvalq *headers, int has_connection);
 
 #endif

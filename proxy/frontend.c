@@ -1,17 +1,20 @@
 /*
  * proxy/frontend: listeners, client connections, and the first look at each request.
  *
- *   accept ─> bev_cb (count the connection; at client.max_connections stop accepting)
- *   evhttp reads a complete request (header/body limits and timeouts enforced there)
- *   ─> request_cb: refuse what is malformed or oversized (4xx), route (404 when no
+ *   accept ─> bev_cb: count the connection (at client.max_connections stop accepting),
+ *             put a gate (proxy/gate) on its input: evhttp reads only checked bytes
+ *   evhttp reads a complete request (body included)
+ *   ─> request_cb: a request the gate refused is answered with its error (4xx, then
+ *      close); paths that could climb out of a route are refused; route (404 when no
  *      route), then upstream_submit() takes it.
  *
- * Counting connections: evhttp tells us of a new connection only through the
- * bufferevent callback, before the connection object exists, and of its end only
- * through the connection's close callback. So bev_cb queues the new bufferevent, and a
- * priority-0 event (it runs before any I/O of the new connection can) finds the
- * connection behind it (evhttp registers it as the bufferevent's callback argument)
- * and installs the close callback.
+ * Connections: evhttp tells us of a new connection only through the bufferevent
+ * callback, before the connection object exists, and of its end only through the
+ * connection's close callback. So bev_cb makes our struct client_conn and queues it,
+ * and a priority-0 event (it runs before any I/O of the new connection can) finds the
+ * evhttp connection behind it (evhttp registers it as the bufferevent's callback
+ * argument), installs the close callback and files the client_conn under its socket,
+ * which is how request_cb finds the gate of the connection a request came on.
  */
 #include "proxy/frontend.h"
 
@@ -30,6 +33,8 @@
 
 #include "conf/conf.h"
 #include "proxy/classify.h"
+#include "proxy/gate.h"
+#include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/request.h"
 #include "proxy/router.h"
@@ -46,15 +51,28 @@ struct listener {
     struct listener *next;
 };
 
+/* One client connection, from accept to evhttp's close callback. */
+struct client_conn {
+    struct frontend *frontend;
+    struct bufferevent *bev;          /* evhttp's */
+    struct evhttp_connection *evcon;  /* evhttp's; known from pending_cb on */
+    evutil_socket_t fd;               /* -1 until pending_cb */
+    struct gate *gate;                /* owned: the strict check of its input */
+    uint64_t requests;                /* requests evhttp has handed to request_cb */
+    struct request *relaying;         /* its answer is being written (frontend_bind_request) */
+    struct client_conn *next_pending; /* in frontend.pending until pending_cb */
+};
+
 struct frontend {
     struct server *server;
     struct listener *listeners;   /* serving, in config order */
     struct listener *retired;     /* closed by a reload; their connections finish, freed at exit */
     size_t connections;           /* open client connections */
     int paused;                   /* accepting stopped at max_connections */
-    struct bufferevent **pending; /* new connections awaiting their close callback */
-    size_t npending, pending_cap;
-    struct event *pending_ev; /* priority 0: registers close callbacks */
+    struct client_conn *pending;  /* new connections awaiting their close callback */
+    struct event *pending_ev;     /* priority 0: registers close callbacks */
+    struct client_conn **by_fd;   /* open connections by socket */
+    size_t by_fd_cap;
 };
 
 static void set_accepting(struct frontend *f, int on)
@@ -73,10 +91,27 @@ static void set_accepting(struct frontend *f, int on)
     }
 }
 
+static void conn_free(struct client_conn *cc)
+{
+    gate_free(cc->gate);
+    free(cc);
+}
+
+/* evhttp is freeing a client connection (the bufferevent still exists). */
 static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
-    struct frontend *f = arg;
+    struct client_conn *cc = arg;
+    struct frontend *f = cc->frontend;
 
+    /* Its answer was being written: the request learns that its client left. */
+    if (cc->relaying != NULL) {
+        struct request *r = cc->relaying;
+        cc->relaying = NULL;
+        request_client_closed(r);
+    }
+    if (cc->fd >= 0 && (size_t)cc->fd < f->by_fd_cap && f->by_fd[cc->fd] == cc)
+        f->by_fd[cc->fd] = NULL;
+    conn_free(cc);
     f->connections--;
     server_check_idle(f->server);
     if (f->paused && f->connections < f->server->conf->client.max_connections) {
@@ -87,80 +122,144 @@ static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
     }
 }
 
-/* The connection of a request being relayed went away (evhttp saw the hang-up while
- * writing): tell the request, then count the connection as closed. */
-static void conn_closed_relaying_cb(struct evhttp_connection *evcon, void *arg)
+/* The client_conn of an evhttp connection, found by its socket. */
+static struct client_conn *conn_of(struct frontend *f, struct evhttp_connection *evcon)
 {
-    struct request *r = arg;
-    struct frontend *f = r->server->frontend;
+    evutil_socket_t fd;
+    struct client_conn *cc;
 
-    request_client_closed(r);
-    conn_closed_cb(evcon, f);
+    if (evcon == NULL)
+        return NULL;
+    fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+    if (fd < 0 || (size_t)fd >= f->by_fd_cap)
+        return NULL;
+    cc = f->by_fd[fd];
+    return cc != NULL && cc->evcon == evcon ? cc : NULL;
 }
 
 void frontend_bind_request(struct frontend *f, struct evhttp_connection *evcon, struct request *r)
 {
-    if (r != NULL)
-        evhttp_connection_set_closecb(evcon, conn_closed_relaying_cb, r);
-    else
-        evhttp_connection_set_closecb(evcon, conn_closed_cb, f);
+    struct client_conn *cc = conn_of(f, evcon);
+
+    if (cc != NULL)
+        cc->relaying = r;
+}
+
+static int file_by_fd(struct frontend *f, struct client_conn *cc)
+{
+    if ((size_t)cc->fd >= f->by_fd_cap) {
+        size_t cap = f->by_fd_cap ? f->by_fd_cap : 256;
+        struct client_conn **grown;
+        while (cap <= (size_t)cc->fd)
+            cap *= 2;
+        grown = realloc(f->by_fd, cap * sizeof(*grown));
+        if (grown == NULL)
+            return -1;
+        memset(grown + f->by_fd_cap, 0, (cap - f->by_fd_cap) * sizeof(*grown));
+        f->by_fd = grown;
+        f->by_fd_cap = cap;
+    }
+    f->by_fd[cc->fd] = cc;
+    return 0;
 }
 
 static void pending_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct frontend *f = arg;
-    size_t i;
+    struct client_conn *cc, *next;
 
-    for (i = 0; i < f->npending; i++) {
+    for (cc = f->pending; cc != NULL; cc = next) {
         void *evcon = NULL;
-        bufferevent_getcb(f->pending[i], NULL, NULL, NULL, &evcon);
-        if (evcon != NULL)
-            evhttp_connection_set_closecb(evcon, conn_closed_cb, f);
+        next = cc->next_pending;
+        cc->next_pending = NULL;
+        bufferevent_getcb(cc->bev, NULL, NULL, NULL, &evcon);
+        cc->evcon = evcon;
+        cc->fd = bufferevent_getfd(cc->bev);
+        if (evcon == NULL || cc->fd < 0 || file_by_fd(f, cc) != 0) {
+            /* evhttp could not make the connection (out of memory): nothing will come. */
+            log_error("cannot track a new client connection; closing it");
+            if (evcon != NULL)
+                evhttp_connection_free(evcon); /* calls no close callback: none is set */
+            conn_free(cc);
+            f->connections--;
+            continue;
+        }
+        evhttp_connection_set_closecb(evcon, conn_closed_cb, cc);
     }
-    f->npending = 0;
+    f->pending = NULL;
 }
 
 static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 {
     struct listener *l = arg;
     struct frontend *f = l->frontend;
+    const struct conf_client *cl = &f->server->conf->client;
+    struct http1_limits limits = {.max_head = cl->max_header_size, .max_body = cl->max_body_size};
     struct bufferevent *bev =
         l->tls ? tls_server_bev(l->tls, base) : bufferevent_socket_new(base, -1, 0);
+    struct client_conn *cc = calloc(1, sizeof(*cc));
 
-    if (bev == NULL)
-        return NULL;
-    if (f->npending == f->pending_cap) {
-        size_t cap = f->pending_cap ? f->pending_cap * 2 : 64;
-        struct bufferevent **grown = realloc(f->pending, cap * sizeof(*grown));
-        if (grown == NULL) {
-            bufferevent_free(bev);
-            return NULL;
-        }
-        f->pending = grown;
-        f->pending_cap = cap;
-    }
-    f->pending[f->npending++] = bev;
+    if (bev == NULL || cc == NULL)
+        goto fail;
+    cc->frontend = f;
+    cc->bev = bev;
+    cc->fd = -1;
+    cc->gate = gate_new(base, HTTP1_STREAM_REQUESTS, &limits);
+    if (cc->gate == NULL || gate_attach(cc->gate, bev) != 0)
+        goto fail;
+    cc->next_pending = f->pending;
+    f->pending = cc;
     event_active(f->pending_ev, EV_TIMEOUT, 1);
     f->connections++;
-    if (!f->paused && f->connections >= f->server->conf->client.max_connections) {
+    if (!f->paused && f->connections >= cl->max_connections) {
         f->paused = 1;
         set_accepting(f, 0);
         log_warn("client.max_connections (%u) reached: not accepting until one closes",
-                 f->server->conf->client.max_connections);
+                 cl->max_connections);
     }
     return bev;
+fail:
+    if (cc != NULL)
+        conn_free(cc);
+    if (bev != NULL)
+        bufferevent_free(bev);
+    return NULL;
 }
 
-/* A path segment "." or ".." (also percent-encoded) could climb out of the route's
- * prefix on the upstream: refuse rather than guess how the upstream normalises. */
-static int has_dot_segment(const char *path)
+/* Length of a path separator at p as some upstream may read it: "/", "\\" (Windows
+ * servers), or their percent-encodings "%2f" and "%5c" (servers that decode before
+ * splitting); 0 when p is not one. */
+static int separator_len(const char *p)
+{
+    if (*p == '/' || *p == '\\')
+        return 1;
+    if (p[0] == '%' && (p[1] == '2' || p[1] == '5') && p[2] != '\0') {
+        char b = (char)(p[2] | 0x20);
+        if ((p[1] == '2' && b == 'f') || (p[1] == '5' && b == 'c'))
+            return 3;
+    }
+    return 0;
+}
+
+/* Could the upstream resolve this path outside the route's prefix? Refused rather than
+ * guessed: a dot segment ("." or "..", dots also percent-encoded, a segment also ending
+ * at ";params" as Tomcat reads "..;") between any separators an upstream may use, and
+ * an encoded NUL. Encoded slashes elsewhere stay: APIs use them inside names
+ * (GitLab's "group%2Fproject"). */
+static int unsafe_path(const char *path)
 {
     const char *p = path;
 
     while (*p != '\0') {
-        const char *seg = ++p; /* after '/' */
-        int dots = 0, other = 0;
-        while (*p != '\0' && *p != '/') {
+        int dots = 0, other = 0, sep = separator_len(p);
+        if (sep == 0) { /* not at a separator: skip to the next one */
+            if (p[0] == '%' && p[1] == '0' && p[2] == '0')
+                return 1;
+            p++;
+            continue;
+        }
+        p += sep;
+        while (*p != '\0' && separator_len(p) == 0 && *p != ';') {
             if (*p == '.') {
                 dots++;
                 p++;
@@ -168,74 +267,56 @@ static int has_dot_segment(const char *path)
                 dots++;
                 p += 3;
             } else {
+                if (p[0] == '%' && p[1] == '0' && p[2] == '0')
+                    return 1;
                 other = 1;
                 p++;
             }
         }
-        if (!other && (dots == 1 || dots == 2) && p > seg)
+        if (!other && (dots == 1 || dots == 2))
             return 1;
     }
     return 0;
 }
 
-static int header_count(struct evkeyvalq *headers, const char *name)
-{
-    struct evkeyval *h;
-    int n = 0;
-
-    TAILQ_FOREACH(h, headers, next)
-    n += strcasecmp(h->key, name) == 0;
-    return n;
-}
-
-static size_t header_bytes(struct evhttp_request *req)
-{
-    struct evkeyval *h;
-    size_t n = strlen(evhttp_request_get_uri(req)) + 16; /* request line */
-
-    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
-    n += strlen(h->key) + strlen(h->value) + 4; /* ": " and CRLF */
-    return n;
-}
-
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct listener *l = arg;
-    struct server *s = l->frontend->server;
+    struct frontend *f = l->frontend;
+    struct server *s = f->server;
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    const char *te = evhttp_find_header(in, "Transfer-Encoding");
+    struct client_conn *cc = conn_of(f, evhttp_request_get_connection(req));
     struct request *r = request_new(s, req);
+    uint64_t refused;
 
     if (r == NULL) {
         evhttp_send_error(req, 503, "Out of memory");
+        return;
+    }
+    if (cc == NULL) {
+        /* Cannot happen (pending_cb runs before any I/O): without the gate's verdict the
+         * request cannot be trusted. */
+        request_reply_error(r, 503, "internal_error", 0, "connection not tracked");
+        return;
+    }
+    cc->requests++;
+    refused = gate_refused_message(cc->gate);
+    if (refused != 0 && refused == cc->requests) {
+        /* What evhttp handed over is the gate's stand-in (or a body it cut short): the
+         * client's own request was refused, and the connection closes after this. */
+        enum http1_error e = gate_error(cc->gate);
+        request_forget_target(r);
+        request_reply_error(r, http1_error_status(e), http1_error_reason(e), 0, "%s",
+                            http1_error_text(e));
         return;
     }
     if (s->state != SERVER_RUNNING) {
         request_reply_error(r, 503, "shutdown", 0, "sluice is shutting down");
         return;
     }
-    if (header_bytes(req) > s->conf->client.max_header_size) {
-        request_reply_error(r, 431, "header_too_large", 0,
-                            "request line and headers exceed client.max_header_size (%u bytes)",
-                            s->conf->client.max_header_size);
-        return;
-    }
-    /* evhttp already refuses Content-Length with Transfer-Encoding, duplicate lengths
-     * and chunked not last; we also refuse codings we would not forward faithfully. */
-    if (header_count(in, "Content-Length") > 1 || header_count(in, "Transfer-Encoding") > 1) {
-        /* The framing is ambiguous (evhttp used the first): the connection may hold the
-         * rest of a smuggled request, so it is closed after this answer. */
-        request_reply_error(r, 400, "bad_request", 0,
-                            "repeated Content-Length or Transfer-Encoding");
-        return;
-    }
-    if (te != NULL && strcasecmp(te, "chunked") != 0) {
-        request_reply_error(r, 400, "bad_request", 0, "unsupported Transfer-Encoding");
-        return;
-    }
-    if (path == NULL || path[0] != '/' || has_dot_segment(path)) {
+    if (path == NULL || path[0] != '/' || unsafe_path(path)) {
         request_reply_error(r, 400, "bad_request", 0, "invalid request target");
         return;
     }
@@ -261,9 +342,9 @@ static void listener_apply_limits(struct listener *l, const struct conf *c)
 
     tv.tv_sec = (time_t)(c->client.timeout_ms / 1000);
     tv.tv_usec = (suseconds_t)((c->client.timeout_ms % 1000) * 1000);
-    /* evhttp's own header limit is a memory bound; the exact limit is checked in
-     * request_cb so that it can answer 431 rather than evhttp's 413. */
-    evhttp_set_max_headers_size(l->http, (ev_ssize_t)c->client.max_header_size * 4);
+    /* The gate enforces both limits exactly (431, 413 with a reason); evhttp's own are a
+     * backstop, with room for a head the gate rewrote (absolute-form: a new Host). */
+    evhttp_set_max_headers_size(l->http, (ev_ssize_t)c->client.max_header_size + 4096);
     evhttp_set_max_body_size(l->http, (ev_ssize_t)c->client.max_body_size);
     evhttp_set_timeout_tv(l->http, &tv);
 }
@@ -274,7 +355,7 @@ static void listener_free(struct listener *l)
         return;
     if (l->http != NULL)
         evhttp_free(l->http);
-    tls_ctx_free(l->tls);
+    tls_ctx_release(l->tls);
     free(l);
 }
 
@@ -405,7 +486,7 @@ int frontend_reconfigure(struct frontend *f, const struct conf *c, char *err, si
         *tail = l->next;
         l->conf = cl;
         if (certs[i] != NULL) {
-            tls_ctx_free(l->tls);
+            tls_ctx_release(l->tls);
             l->tls = certs[i];
         }
         listener_apply_limits(l, c);
@@ -431,7 +512,7 @@ int frontend_reconfigure(struct frontend *f, const struct conf *c, char *err, si
 rollback:
     for (i = 0; i < c->nlisten; i++) {
         listener_free(built[i]);
-        tls_ctx_free(certs[i]);
+        tls_ctx_release(certs[i]);
     }
     free(built);
     free(certs);
@@ -452,6 +533,7 @@ void frontend_free(struct frontend *f)
 
     if (f == NULL)
         return;
+    f->paused = 0; /* closing connections must not re-enable listeners being freed */
     for (l = f->listeners; l != NULL; l = next) {
         next = l->next;
         listener_free(l);
@@ -462,7 +544,7 @@ void frontend_free(struct frontend *f)
     }
     if (f->pending_ev != NULL)
         event_free(f->pending_ev);
-    free(f->pending);
+    free(f->by_fd);
     free(f);
 }
 

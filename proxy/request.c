@@ -122,6 +122,15 @@ void request_free(struct request *r)
     server_check_idle(s);
 }
 
+void request_forget_target(struct request *r)
+{
+    free(r->target);
+    free(r->user_agent);
+    r->target = NULL;
+    r->user_agent = NULL;
+    r->method = "-";
+}
+
 uint64_t request_queue_wait_ms(const struct request *r)
 {
     uint64_t end = r->released_ns ? r->released_ns : clock_now_ns();
@@ -198,8 +207,16 @@ static const char *status_phrase(int status)
         return "Bad Request";
     case 404:
         return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
     case 413:
         return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
     case 431:
         return "Request Header Fields Too Large";
     case 502:
@@ -253,9 +270,12 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
             snprintf(num, sizeof(num), "%llu", (unsigned long long)request_queue_wait_ms(r));
             evhttp_add_header(out, "Sluice-Queue-Wait", num);
         }
-        /* Errors found before the body was read would leave it unread: close. */
-        if (status == 400 || server_is_draining(r->server))
+        /* A 4xx of ours (but 404) means the request was refused as it was read: what
+         * follows on the connection cannot be trusted (or was never read). Close. */
+        if ((status >= 400 && status < 500 && status != 404) || server_is_draining(r->server))
             evhttp_add_header(out, "Connection", "close");
+        if (status == 405)
+            evhttp_add_header(out, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
         body = evbuffer_new();
         if (body != NULL) {
             evbuffer_add_printf(body, "%d %s: %s\n", status, reason, msg);

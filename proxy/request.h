@@ -20,6 +20,7 @@
 
 struct evhttp_request;
 struct evhttp_connection;
+struct pool_conn;
 struct event;
 struct server;
 struct upstream;
@@ -45,7 +46,7 @@ struct request {
     struct waiter waiter;            /* linked while queued; waiter.data == this */
     struct event *client_watch;      /* EV_CLOSED on the client socket while queued/in flight */
     struct evhttp_request *outgoing; /* evhttp's outgoing request while in flight */
-    struct evhttp_connection *conn;  /* pooled upstream connection while in flight */
+    struct pool_conn *conn;          /* pooled upstream connection while in flight */
     uint64_t arrived_ns;             /* monotonic, when evhttp handed it over */
     uint64_t released_ns;            /* when the dispatcher let it go (0: not yet) */
     char client_ip[64];              /* for X-Forwarded-For and logs */
@@ -108,6 +109,10 @@ void request_client_closed(struct request *r);
 /* Stopping now (a second TERM/INT): close every open request's client connection and
  * cancel its upstream exchange, so that nothing is left for the exit to leak. */
 void request_abort_all(struct server *s);
+
+/* What evhttp handed over is not what the client sent (a refused request's stand-in):
+ * log the method and target as "-". */
+void request_forget_target(struct request *r);
 
 /* Milliseconds spent queued (released_ns - arrived_ns, or until now when not released). */
 uint64_t request_queue_wait_ms(const struct request *r);

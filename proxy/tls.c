@@ -16,6 +16,7 @@
 #include "conf/conf.h"
 
 struct tls_ctx {
+    unsigned refs;        /* the creator's, plus one per connection made from it */
     SSL_CTX *ssl;
     SSL_SESSION *session; /* client: the latest session the upstream gave, to resume */
     char *server_name;    /* client: name checked and sent as SNI */
@@ -90,8 +91,10 @@ static struct tls_ctx *tls_ctx_new(const SSL_METHOD *method, const struct conf *
     struct tls_ctx *t = calloc(1, sizeof(*t));
 
     ERR_clear_error();
-    if (t != NULL && (t->ssl = SSL_CTX_new(method)) != NULL)
+    if (t != NULL && (t->ssl = SSL_CTX_new(method)) != NULL) {
+        t->refs = 1;
         return t;
+    }
     free(t);
     snprintf(err, errlen, "%s: out of memory", c->path);
     return NULL;
@@ -142,7 +145,7 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
     }
     return t;
 fail:
-    tls_ctx_free(t);
+    tls_ctx_release(t);
     return NULL;
 }
 
@@ -165,13 +168,19 @@ struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *c
         goto fail;
     return t;
 fail:
-    tls_ctx_free(t);
+    tls_ctx_release(t);
     return NULL;
 }
 
-void tls_ctx_free(struct tls_ctx *t)
+struct tls_ctx *tls_ctx_hold(struct tls_ctx *t)
 {
-    if (t == NULL)
+    t->refs++;
+    return t;
+}
+
+void tls_ctx_release(struct tls_ctx *t)
+{
+    if (t == NULL || --t->refs > 0)
         return;
     SSL_SESSION_free(t->session);
     SSL_CTX_free(t->ssl);
@@ -189,14 +198,14 @@ int tls_check_conf(const struct conf *c, char *err, size_t errlen)
             continue;
         if ((t = tls_client_new(c, &c->upstreams[i], err, errlen)) == NULL)
             return -1;
-        tls_ctx_free(t);
+        tls_ctx_release(t);
     }
     for (i = 0; i < c->nlisten; i++) {
         if (!c->listen[i].tls.enabled)
             continue;
         if ((t = tls_server_new(c, &c->listen[i], err, errlen)) == NULL)
             return -1;
-        tls_ctx_free(t);
+        tls_ctx_release(t);
     }
     return 0;
 }

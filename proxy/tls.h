@@ -7,8 +7,12 @@
  * at the first one. Defaults: TLS 1.2+, the system trust store, peer verification
  * with the host name checked (SNI sent for names, IP SANs checked for addresses).
  *
- * A `struct tls_ctx` is owned by whoever created it (an upstream or the frontend); each
- * SSL made from it is owned by the bufferevent it is given to (BEV_OPT_CLOSE_ON_FREE).
+ * A `struct tls_ctx` is reference counted: its creator holds one reference, and so does
+ * every connection that may still run a handshake with an SSL made from it (OpenSSL's
+ * callbacks reach the context through the SSL_CTX's app data, so the context must
+ * outlive every such SSL: a reload that replaces a context must not free it under a
+ * handshake in progress). Each SSL is owned by the bufferevent it is given to
+ * (BEV_OPT_CLOSE_ON_FREE).
  */
 #ifndef SLUICE_PROXY_TLS_H
 #define SLUICE_PROXY_TLS_H
@@ -30,7 +34,10 @@ struct tls_ctx *tls_client_new(const struct conf *c, const struct conf_upstream 
 struct tls_ctx *tls_server_new(const struct conf *c, const struct conf_listen *cl, char *err,
                                size_t errlen) __attribute__((warn_unused_result));
 
-void tls_ctx_free(struct tls_ctx *t);
+/* Take another reference; returns t. */
+struct tls_ctx *tls_ctx_hold(struct tls_ctx *t);
+/* Drop a reference; the last one frees the context. NULL ok. */
+void tls_ctx_release(struct tls_ctx *t);
 
 /* Build every TLS context the config names and free them: what `sluice -t` checks.
  * Returns 0, or -1 with the first error in err. */

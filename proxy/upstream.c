@@ -11,7 +11,8 @@
  *
  * Invariants
  *   - Exactly one timer per upstream, armed iff the queue is non-empty (or a kick is pending).
- *   - A connection is either idle in `idle[]` or lent to exactly one in-flight request.
+ *   - Connections belong to the pool (proxy/pool): idle there, or lent to exactly one
+ *     in-flight request.
  */
 #include "proxy/upstream.h"
 
@@ -32,6 +33,7 @@
 #include "proxy/feedback.h"
 #include "proxy/forward.h"
 #include "proxy/log.h"
+#include "proxy/pool.h"
 #include "proxy/request.h"
 #include "proxy/reload.h"
 #include "proxy/server.h"
@@ -42,14 +44,8 @@ struct upstream {
     const struct conf_upstream *conf;
     struct dispatch *dispatch;
     struct event *timer;             /* the dispatcher's one wake-up */
-    struct tls_ctx *tls;             /* https upstreams: the client context */
-    int ip_literal;                  /* host is an address: no resolver needed (getaddrinfo
-                                      * answers numeric hosts at once, without blocking) */
-    struct evhttp_connection **idle; /* idle keep-alive connections, LIFO */
-    size_t nidle, idle_cap;
-    uint32_t conns_lent;                /* connections lent to in-flight requests */
-    struct evhttp_connection **closing; /* given back but not kept: freed by the next kick */
-    size_t nclosing, closing_cap;
+    struct tls_ctx *tls;             /* https upstreams: the client context (held) */
+    struct pool *pool;               /* keep-alive connections */
     struct upstream_stats stats;
     uint32_t queued_by_class[DISPATCH_MAX_CLASSES]; /* waiters queued now, per priority class */
     struct confgen *retired_gen; /* retired by a reload: the config `conf` points into */
@@ -58,9 +54,8 @@ struct upstream {
 /* Everything a reload needs to change an upstream, built before anything changes. */
 struct upstream_change {
     const struct conf_upstream *conf;
-    struct tls_ctx *tls;             /* new client context (https), or NULL */
-    struct evhttp_connection **idle; /* resized idle array, or NULL when the size is kept */
-    int endpoint_changed;            /* url or TLS settings differ: drop idle connections */
+    struct tls_ctx *tls;  /* new client context (https), or NULL */
+    int endpoint_changed; /* url or TLS settings differ: drop idle connections */
 };
 
 static void kick(struct upstream *u, const struct request *submitted, int *released);
@@ -85,12 +80,6 @@ static void queue_left(struct upstream *u, const struct waiter *w)
 uint32_t upstream_queue_len_class(const struct upstream *u, unsigned cls)
 {
     return cls < DISPATCH_MAX_CLASSES ? u->queued_by_class[cls] : 0;
-}
-
-static void free_closing(struct upstream *u)
-{
-    while (u->nclosing > 0)
-        evhttp_connection_free(u->closing[--u->nclosing]);
 }
 
 /* The fair-queuing part of the dispatcher's config, from the upstream's `fairness:`. */
@@ -145,13 +134,10 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
         return NULL;
     u->server = s;
     u->conf = cu;
-    u->ip_literal = conf_host_is_ip(cu->host);
     fill_dispatch_config(cu, limits, &dc);
     fill_fair_config(cu, key_limits, &fc);
     u->dispatch = dispatch_new_fair(&dc, &fc, clock_now_ns());
     u->timer = evtimer_new(s->base, timer_cb, u);
-    u->idle_cap = cu->keepalive;
-    u->idle = calloc(u->idle_cap ? u->idle_cap : 1, sizeof(*u->idle));
     if (cu->https) {
         char err[512];
         u->tls = tls_client_new(s->conf, cu, err, sizeof(err));
@@ -164,7 +150,8 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
             log_warn("upstream %s: tls.verify is false: the upstream's certificate is NOT checked",
                      cu->name);
     }
-    if (u->dispatch == NULL || u->timer == NULL || u->idle == NULL) {
+    u->pool = pool_new(s->base, s->dns, cu, u->tls);
+    if (u->dispatch == NULL || u->timer == NULL || u->pool == NULL) {
         log_error("upstream %s: cannot create (invalid limits or out of memory)", cu->name);
         upstream_free(u);
         return NULL;
@@ -174,19 +161,13 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
 
 void upstream_free(struct upstream *u)
 {
-    size_t i;
-
     if (u == NULL)
         return;
-    for (i = 0; i < u->nidle; i++)
-        evhttp_connection_free(u->idle[i]);
-    free(u->idle);
-    free_closing(u);
-    free(u->closing);
+    pool_free(u->pool);
     if (u->timer != NULL)
         event_free(u->timer);
     dispatch_free(u->dispatch);
-    tls_ctx_free(u->tls);
+    tls_ctx_release(u->tls);
     confgen_release(u->retired_gen);
     free(u);
 }
@@ -272,91 +253,16 @@ void upstream_withdraw(struct upstream *u, struct request *r)
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 
-static struct evhttp_connection *conn_get(struct upstream *u)
+void upstream_request_done(struct upstream *u, struct pool_conn *conn, int reusable)
 {
-    struct evhttp_connection *evcon;
-    const struct conf_upstream *cu = u->conf;
-    struct timeval tv;
-
-    while (u->nidle > 0) {
-        evcon = u->idle[--u->nidle];
-        /* evhttp would reconnect a closed connection on the same TLS session object,
-         * which cannot be reused: drop closed TLS connections and make fresh ones. */
-        if (u->tls == NULL || bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)) >= 0)
-            return evcon;
-        evhttp_connection_free(evcon);
-    }
-    if (u->tls != NULL) {
-        struct bufferevent *bev = tls_client_bev(u->tls, u->server->base);
-        if (bev == NULL)
-            return NULL;
-        evcon = evhttp_connection_base_bufferevent_new(
-            u->server->base, u->ip_literal ? NULL : u->server->dns, bev, cu->host, cu->port);
-        if (evcon == NULL)
-            bufferevent_free(bev);
-    } else {
-        evcon = evhttp_connection_base_new(u->server->base, u->ip_literal ? NULL : u->server->dns,
-                                           cu->host, cu->port);
-    }
-    if (evcon == NULL)
-        return NULL;
-    /* Reconnect to the address already resolved instead of resolving again. */
-    evhttp_connection_set_flags(evcon, EVHTTP_CON_REUSE_CONNECTED_ADDR);
-    /* Never resend on our own: a request may not be idempotent. */
-    evhttp_connection_set_retries(evcon, 0);
-    tv.tv_sec = (time_t)(cu->response_timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((cu->response_timeout_ms % 1000) * 1000);
-    evhttp_connection_set_timeout_tv(evcon, &tv);
-    return evcon;
-}
-
-static void conn_give_back(struct upstream *u, struct evhttp_connection *conn, int reusable)
-{
-    if (conn != NULL) {
-        u->conns_lent--;
-        /* evhttp may still be inside this connection's callback chain: never free it
-         * here. A connection we do not keep is freed by the kick that follows. */
-        if (reusable && u->tls != NULL &&
-            !tls_bev_uses(u->tls, evhttp_connection_get_bufferevent(conn)))
-            reusable = 0; /* made with a TLS context a reload replaced */
-        if (reusable) {
-            char *addr = NULL;
-            uint16_t port = 0;
-            evhttp_connection_get_peer(conn, &addr, &port);
-            if (addr == NULL || port != u->conf->port || strcmp(addr, u->conf->host) != 0)
-                reusable = 0; /* leads to an endpoint a reload replaced */
-        }
-        if (reusable && u->nidle < u->idle_cap) {
-            u->idle[u->nidle++] = conn;
-        } else {
-            if (u->nclosing == u->closing_cap) {
-                size_t cap = u->closing_cap ? u->closing_cap * 2 : 8;
-                struct evhttp_connection **grown = realloc(u->closing, cap * sizeof(*grown));
-                if (grown == NULL) {
-                    /* Out of memory: let evhttp free it when the upstream closes it. */
-                    evhttp_connection_free_on_completion(conn);
-                    conn = NULL;
-                } else {
-                    u->closing = grown;
-                    u->closing_cap = cap;
-                }
-            }
-            if (conn != NULL)
-                u->closing[u->nclosing++] = conn;
-        }
-    }
-}
-
-void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable)
-{
-    conn_give_back(u, conn, reusable);
+    pool_put(u->pool, conn, reusable);
     dispatch_done(u->dispatch);
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 
-void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, struct request *r)
+void upstream_request_retry(struct upstream *u, struct pool_conn *conn, struct request *r)
 {
-    conn_give_back(u, conn, 1);
+    pool_put(u->pool, conn, 1);
     dispatch_requeue_head(u->dispatch, &r->waiter);
     queue_entered(u, &r->waiter);
     u->stats.retried++;
@@ -411,12 +317,12 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
 {
     struct waiter *w;
     struct request *r;
-    struct evhttp_connection *conn;
+    struct pool_conn *conn;
     uint64_t now = clock_now_ns();
     uint64_t wake;
     struct timeval tv;
 
-    free_closing(u);
+    pool_reap(u->pool);
     while ((w = dispatch_next(u->dispatch, now)) != NULL) {
         queue_left(u, w);
         r = w->data;
@@ -424,14 +330,13 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
             *released = 1;
         r->released_ns = now;
         u->stats.released++;
-        conn = conn_get(u);
+        conn = pool_get(u->pool, NULL, NULL);
         if (conn == NULL) {
             dispatch_done(u->dispatch);
             request_reply_error(r, 502, "upstream_connect", 0,
                                 "cannot create a connection to upstream '%s'", u->conf->name);
             continue;
         }
-        u->conns_lent++;
         r->state = REQUEST_IN_FLIGHT;
         forward_start(r, conn);
     }
@@ -469,7 +374,7 @@ void upstream_count_outcome(struct upstream *u, int ok)
 int upstream_idle(const struct upstream *u)
 {
     return dispatch_queue_len(u->dispatch) == 0 && dispatch_in_flight(u->dispatch) == 0 &&
-           u->conns_lent == 0;
+           pool_lent(u->pool) == 0;
 }
 
 static int same_str(const char *a, const char *b)
@@ -515,13 +420,6 @@ struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_u
     /* Certificates are read again on every reload, so renewed files take effect. */
     if (cu->https && (ch->tls = tls_client_new(u->server->conf, cu, err, errlen)) == NULL)
         goto fail;
-    if (cu->keepalive != u->idle_cap) {
-        ch->idle = calloc(cu->keepalive ? cu->keepalive : 1, sizeof(*ch->idle));
-        if (ch->idle == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-    }
     return ch;
 fail:
     upstream_change_free(ch);
@@ -532,8 +430,7 @@ void upstream_change_free(struct upstream_change *ch)
 {
     if (ch == NULL)
         return;
-    tls_ctx_free(ch->tls);
-    free(ch->idle);
+    tls_ctx_release(ch->tls);
     free(ch);
 }
 
@@ -542,43 +439,19 @@ void upstream_commit(struct upstream *u, struct upstream_change *ch)
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
     struct dispatch_fair_config fc;
-    size_t i, keep;
 
     fill_dispatch_config(ch->conf, limits, &dc);
     fill_fair_config(ch->conf, key_limits, &fc);
     /* Cannot fail: upstream_prepare proved these limits valid. */
     if (dispatch_reconfigure_fair(u->dispatch, &dc, &fc, clock_now_ns()) != 0)
         log_error("upstream %s: reconfigure failed unexpectedly; old limits kept", u->conf->name);
-    if (ch->endpoint_changed) {
-        /* Idle connections lead to the old endpoint; in-flight ones are closed when they
-         * come back (upstream_request_done checks). */
-        while (u->nidle > 0)
-            evhttp_connection_free(u->idle[--u->nidle]);
-    }
-    if (ch->idle != NULL) {
-        keep = u->nidle < ch->conf->keepalive ? u->nidle : ch->conf->keepalive;
-        for (i = 0; i < u->nidle; i++) {
-            if (i < keep)
-                ch->idle[i] = u->idle[i];
-            else
-                evhttp_connection_free(u->idle[i]);
-        }
-        free(u->idle);
-        u->idle = ch->idle;
-        u->nidle = keep;
-        u->idle_cap = ch->conf->keepalive;
-        ch->idle = NULL;
-    }
-    if (ch->conf->https) {
-        tls_ctx_free(u->tls);
-        u->tls = ch->tls;
-        ch->tls = NULL;
-    } else {
-        tls_ctx_free(u->tls);
-        u->tls = NULL;
-    }
+    /* The pool takes its own reference on the new context; in-flight connections keep
+     * theirs on the old one until they close. */
+    pool_reconfigure(u->pool, ch->conf, ch->endpoint_changed, ch->tls);
+    tls_ctx_release(u->tls);
+    u->tls = ch->tls;
+    ch->tls = NULL;
     u->conf = ch->conf;
-    u->ip_literal = conf_host_is_ip(u->conf->host);
     upstream_change_free(ch);
     /* New rates: re-arm the timer for the head's new due time. */
     event_active(u->timer, EV_TIMEOUT, 1);
@@ -588,8 +461,7 @@ void upstream_retire(struct upstream *u, struct confgen *gen)
 {
     confgen_hold(gen);
     u->retired_gen = gen;
-    while (u->nidle > 0)
-        evhttp_connection_free(u->idle[--u->nidle]);
+    pool_drop_idle(u->pool);
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 

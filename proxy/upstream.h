@@ -1,7 +1,7 @@
 /*
  * proxy/upstream: one configured upstream at run time: its dispatcher (queue and token
  * buckets, from limiter/), the one timer that wakes the dispatcher, and the pool of
- * keep-alive evhttp connections toward the upstream.
+ * keep-alive connections toward the upstream (proxy/pool).
  *
  * Ownership: the server owns every upstream. An upstream links queued requests (through
  * their waiters) but does not own them: a queued request is owned by the queue slot it
@@ -19,7 +19,7 @@
 struct server;
 struct request;
 struct conf_upstream;
-struct evhttp_connection;
+struct pool_conn;
 struct upstream;
 struct dispatch;
 struct confgen;
@@ -50,7 +50,7 @@ void upstream_withdraw(struct upstream *u, struct request *r);
 
 /* A forwarded request is over: give its connection back to the pool (`reusable` 0
  * closes it) and free its in-flight slot. Safe to call from inside evhttp callbacks. */
-void upstream_request_done(struct upstream *u, struct evhttp_connection *conn, int reusable);
+void upstream_request_done(struct upstream *u, struct pool_conn *conn, int reusable);
 
 /* Reload, in two steps so that a reload applies all or nothing. upstream_prepare builds
  * what `cu` needs (TLS context, checked limits) without changing `u`; NULL with err on
@@ -80,7 +80,7 @@ int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *header
 
 /* The upstream refused `r` unprocessed: give its connection back, and put it back at
  * the head of the queue to go again after the pause (its tokens stay spent). */
-void upstream_request_retry(struct upstream *u, struct evhttp_connection *conn, struct request *r);
+void upstream_request_retry(struct upstream *u, struct pool_conn *conn, struct request *r);
 
 /* Count a finished exchange for /status: an answer relayed (ok) or a failure (502/504). */
 void upstream_count_outcome(struct upstream *u, int ok);
