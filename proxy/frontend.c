@@ -243,7 +243,8 @@ static int separator_len(const char *p)
 
 /* Could the upstream resolve this path outside the route's prefix? Refused rather than
  * guessed: a dot segment ("." or "..", dots also percent-encoded, a segment also ending
- * at ";params" as Tomcat reads "..;") between any separators an upstream may use, and
+ * at ";params" as Tomcat reads "..;", or at "%3b" for servers that decode first)
+ * between any separators an upstream may use, and
  * an encoded NUL. Encoded slashes elsewhere stay: APIs use them inside names
  * (GitLab's "group%2Fproject"). */
 static int unsafe_path(const char *path)
@@ -259,7 +260,8 @@ static int unsafe_path(const char *path)
             continue;
         }
         p += sep;
-        while (*p != '\0' && separator_len(p) == 0 && *p != ';') {
+        while (*p != '\0' && separator_len(p) == 0 && *p != ';' &&
+               !(p[0] == '%' && p[1] == '3' && (p[2] | 0x20) == 'b')) {
             if (*p == '.') {
                 dots++;
                 p++;
