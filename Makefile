@@ -62,7 +62,7 @@ FUZZ := build/fuzz
 FUZZ_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
             -fno-sanitize-recover=undefined
 
-FUZZERS := conf units feedback
+FUZZERS := conf units feedback http1_request http1_response
 FUZZ_DEPS_conf       := $(CONF_SRC)
 FUZZ_PKGS_conf       := yaml-0.1
 FUZZ_MAXLEN_conf     := 8192
@@ -70,6 +70,8 @@ FUZZ_DEPS_units      := conf/units.c
 FUZZ_MAXLEN_units    := 128
 FUZZ_DEPS_feedback   := proxy/feedback.c
 FUZZ_MAXLEN_feedback := 512
+FUZZ_DEPS_http1_request   := proxy/http1.c
+FUZZ_DEPS_http1_response  := proxy/http1.c
 
 FUZZ_BINS := $(FUZZERS:%=$(FUZZ)/%)
 fuzz_maxlen = $(or $(FUZZ_MAXLEN_$(1)),$(FUZZ_MAXLEN))

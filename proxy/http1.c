@@ -589,6 +589,8 @@ static void fail(struct http1_stream *s, enum http1_error e, int in_head, struct
         op(ops, n, HTTP1_EMIT, sizeof(http1_standin_request) - 1, http1_standin_request);
     } else if (s->chunk_state >= CS_TRAILER) {
         op(ops, n, HTTP1_EMIT, 2, "\r\n"); /* the last-chunk line went through already */
+    } else if (s->chunk_state == CS_DATA_CRLF || s->chunk_state == CS_DATA_LF) {
+        op(ops, n, HTTP1_EMIT, 7, "\r\n0\r\n\r\n"); /* the data's own CRLF first */
     } else {
         op(ops, n, HTTP1_EMIT, 5, "0\r\n\r\n");
     }
@@ -838,11 +840,16 @@ static size_t feed_head(struct http1_stream *s, const char *in, size_t len, stru
 
 /* A chunk-size line is complete with `size`: check the limits, emit the canonical line
  * when the input's was dropped, and move to the data (or the trailers). */
+static int chunk_too_large(const struct http1_stream *s, uint64_t size)
+{
+    return s->limits.max_body &&
+           (size > s->limits.max_body || s->body_total + size > s->limits.max_body);
+}
+
 static int chunk_size_done(struct http1_stream *s, uint64_t size, int emit, struct http1_op *ops,
                            size_t *n)
 {
-    if (s->limits.max_body && (size > s->limits.max_body ||
-                               s->body_total + size > s->limits.max_body)) {
+    if (chunk_too_large(s, size)) {
         fail(s, HTTP1_E_BODY_TOO_LARGE, 0, ops, n);
         return -1;
     }
@@ -881,11 +888,12 @@ static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len,
         switch (s->chunk_state) {
         case CS_LINE: {
             /* Fast path: a whole canonical line (hex digits, CRLF) in this input passes
-             * as it is. Anything else is dropped and rebuilt. */
+             * as it is. Anything else (split, extension, leading zeros, upper case) is
+             * dropped and rebuilt. */
             size_t j = i, lim = len - i < 40 ? len : i + 40;
             uint64_t size = 0;
             unsigned sig = 0;
-            while (j < lim && IS(in[j], C_HEX)) {
+            while (j < lim && IS(in[j], C_HEX) && !(in[j] >= 'A' && in[j] <= 'F')) {
                 if (sig || in[j] != '0')
                     sig++;
                 size = size * 16 + (uint64_t)hexval((unsigned char)in[j]);
@@ -893,9 +901,12 @@ static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len,
                 if (sig > CHUNK_SIZE_DIGITS)
                     break;
             }
-            if (j > i && sig <= CHUNK_SIZE_DIGITS && j + 1 < len && in[j] == '\r' &&
-                in[j + 1] == '\n') {
-                op(ops, n, HTTP1_PASS, j + 2 - i, NULL);
+            /* canonical: no leading zero (but "0" itself), which the rebuilt line would
+             * not have either, so the output never depends on where the input was cut */
+            if (j > i && sig <= CHUNK_SIZE_DIGITS && (in[i] != '0' || j == i + 1) &&
+                j + 1 < len && in[j] == '\r' && in[j + 1] == '\n') {
+                /* over the limit: the line must not reach evhttp before the error */
+                op(ops, n, chunk_too_large(s, size) ? HTTP1_DROP : HTTP1_PASS, j + 2 - i, NULL);
                 i = j + 2;
                 if (chunk_size_done(s, size, 0, ops, n) != 0)
                     return i;

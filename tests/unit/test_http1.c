@@ -315,7 +315,7 @@ static void test_stream_requests(void **state)
                  S("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                    "3\r\nabcdef\r\n0\r\n\r\n"),
                  "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "3\r\nabc0\r\n\r\n",
+                 "3\r\nabc\r\n0\r\n\r\n",
                  HTTP1_E_CHUNK, 0);
     /* absolute-form: origin-form line, the authority as Host */
     check_stream(HTTP1_STREAM_REQUESTS,
