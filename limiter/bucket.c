@@ -9,6 +9,11 @@
  *   - tat_ns <= last_ns + burst_ns: a take never pushes tat past the burst, and init and
  *     reconfigure place it within the burst.
  *   - last_ns never decreases; every function reads time as max(now_ns, last_ns).
+ *   - Every take is booked at an instant `at` (now, or for bucket_take_since possibly the
+ *     earlier instant its tokens came due) with last_ns(before) <= at <= now < at + interval,
+ *     and is allowed at `at`: tat - at <= burst_ns afterwards. So the booked instants form an
+ *     ordinary GCRA run, and each real take is less than one interval after its booking,
+ *     which is where the window bound of bucket.h comes from.
  */
 #include "limiter/bucket.h"
 
@@ -134,6 +139,32 @@ int bucket_take(struct bucket *b, uint64_t cost, uint64_t now_ns)
     if (tat - now > b->burst_ns)
         return -1;
     b->tat_ns = tat;
+    return 0;
+}
+
+int bucket_take_since(struct bucket *b, uint64_t cost, uint64_t now_ns, uint64_t since_ns)
+{
+    uint64_t now = bucket_now(b, now_ns);
+    uint64_t span = span_ns(b, cost);
+    uint64_t last = b->last_ns;
+
+    b->last_ns = now;
+    if (sat_add(max_u64(b->tat_ns, now), span) - now > b->burst_ns)
+        return -1;
+    /* The tokens came due at tat + span - burst, the first instant this take was allowed
+     * (none: they always were). Booking the take then, rather than now, is what keeps a
+     * late release on schedule; it is allowed at that instant by construction. */
+    uint64_t at = now;
+    uint64_t need = sat_add(b->tat_ns, span);
+    if (need > b->burst_ns) {
+        uint64_t due = need - b->burst_ns;
+        /* Only for a waiter that was there when they came due (no credit for a bucket
+         * nobody was waiting on), and only within one interval (beyond: the slot is lost).
+         * Never before the previous take, so the booked instants stay in order. */
+        if (since_ns <= due && due < now && now - due < b->interval_ns)
+            at = max_u64(due, last);
+    }
+    b->tat_ns = sat_add(max_u64(b->tat_ns, at), span);
     return 0;
 }
 

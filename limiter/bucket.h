@@ -13,9 +13,29 @@
  *   "theoretical arrival time" (tat_ns): the moment at which it would be full again.
  *   Taking `cost` tokens pushes tat forward by cost * interval_ns; a take is allowed
  *   while tat - now stays within burst_ns.  Everything is integer nanoseconds, so no
- *   rounding drift accumulates over long idle periods or long runs, and the guarantee
- *   "at most rate * t + burst tokens in any window of length t" holds exactly
- *   (interval_ns is rounded up, so rounding only ever errs on the slow side).
+ *   rounding drift accumulates over long idle periods or long runs (interval_ns is rounded
+ *   up, so rounding only ever errs on the slow side).
+ *
+ * Late takes (bucket_take_since)
+ *   A caller whose timer fires late would, with plain GCRA, base the next slot on the late
+ *   `now` and lose the lateness every time (with burst 1: a timer 1 % late loses 1 % of the
+ *   rate). bucket_take_since() books a take "as of" the instant its tokens came due instead,
+ *   when the waiter was already waiting then and that instant is less than one interval
+ *   ago; otherwise (nobody waiting then, or one interval or more ago) it books it now, so a
+ *   bucket left idle gains no credit and a stalled one gets no catch-up burst.
+ *
+ * Window bound (exact)
+ *   Booked instants form a plain GCRA run and each take happens less than one interval
+ *   after its booking, so in any window of length t (both ends included) the tokens taken
+ *   are at most
+ *       ceil((t + burst_ns) / interval_ns)   = ceil(t / interval) + burst for a whole burst.
+ *   As interval >= 1 / rate, that is at most ceil(rate * t) + burst: when rate * t is a
+ *   whole number (a 1 s window at 100/s: 101; any window that is a multiple of the
+ *   interval) exactly the plain GCRA bound rate * t + burst; for other windows it can be
+ *   one token more than floor(rate * t) + burst (a take late by almost an interval, then
+ *   the next on time: two within a window shorter than one interval, with burst 1). A
+ *   bucket only ever taken from with bucket_take() keeps the plain bound
+ *   floor((t + burst_ns) / interval_ns).
  */
 #ifndef SLUICE_LIMITER_BUCKET_H
 #define SLUICE_LIMITER_BUCKET_H
@@ -55,6 +75,13 @@ uint64_t bucket_wait_ns(const struct bucket *b, uint64_t cost, uint64_t now_ns);
 
 /* Take `cost` tokens if they are available now. Returns 0 (taken) or -1 (nothing taken). */
 int bucket_take(struct bucket *b, uint64_t cost, uint64_t now_ns);
+
+/* bucket_take() for a waiter that has been waiting since `since_ns` (same clock): when its
+ * tokens came due at an instant `due` with since_ns <= due < now and now - due < one
+ * interval, the take is booked as of `due` (never before the previous take), so the next
+ * tokens come due on the original schedule; otherwise exactly bucket_take(). Whether the
+ * take is allowed is decided at now, as bucket_take() does. Returns 0 (taken) or -1. */
+int bucket_take_since(struct bucket *b, uint64_t cost, uint64_t now_ns, uint64_t since_ns);
 
 /* Tokens available now, fractional (for metrics and the status page). */
 double bucket_tokens(const struct bucket *b, uint64_t now_ns);

@@ -345,6 +345,7 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
     }
 
     w->enqueued_ns = now;
+    w->ready_ns = now;
     w->seq = ++d->seq;
     w->requeued = 0;
     w->deadline_ns = sat_add(now, d->max_wait_ns);
@@ -408,12 +409,19 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
     /* Check every bucket before taking from any, so a refusal takes nothing. */
     if (dispatch_wait_ns(d, w->cost, now) != 0)
         return NULL;
+    /* A release that fires late keeps the schedule: each bucket books it as of the moment
+     * its tokens came due, if the waiter was waiting then and that is less than one of its
+     * intervals ago (limiter/bucket.h). A pause held it back: it counts as waiting only
+     * from the pause's end, so the schedule restarts there. */
+    uint64_t since = w->ready_ns;
+    if (d->pause_until_ns > since)
+        since = d->pause_until_ns;
     for (size_t i = 0; i < d->nlimits; i++) {
-        int taken = bucket_take(&d->buckets[i], w->cost, now);
+        int taken = bucket_take_since(&d->buckets[i], w->cost, now, since);
         assert(taken == 0); /* same arithmetic as bucket_wait_ns() == 0 */
         (void)taken;
     }
-    fairq_commit(d->fq, w, now);
+    fairq_commit(d->fq, w, now, since);
     queue_remove(&d->queue, w);
     w->requeued = 0;
     d->in_flight++;
@@ -459,6 +467,8 @@ void dispatch_requeue_head(struct dispatch *d, struct waiter *w)
     if (w->cost == 0)
         w->cost = 1;
     w->requeued = 1;
+    /* It was in flight, not waiting, until now (the latest clock reading seen). */
+    w->ready_ns = d->last_ns;
     queue_insert_before(&d->queue, pos, w);
     fairq_push_head(d->fq, w, d->last_ns);
     if (d->in_flight > 0)

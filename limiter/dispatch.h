@@ -18,6 +18,20 @@
  *   - Nothing is released before a pause ends, nor beyond the upstream's budget before its
  *     reset.
  *
+ * Rate bound
+ *   The caller's timer fires a little late under load. So that this costs no capacity, a
+ *   release is booked in each bucket (upstream-wide and per key) as of the moment that
+ *   bucket's tokens came due, when the waiter was already waiting then (queued or back from
+ *   dispatch_requeue_head, and past the end of any pause that held it) and that moment is
+ *   less than one interval of that limit ago; otherwise as of now (limiter/bucket.h,
+ *   bucket_take_since). A bucket nobody waited on gains no credit, and a release one
+ *   interval late or more has lost its slot (no catch-up burst). For every limit, any
+ *   window of length t (both ends included) holds at most ceil(t / interval) + burst of its
+ *   tokens (ceil((t + burst * interval) / interval) with a fractional burst), which is at most
+ *   ceil(rate * t) + burst: exactly rate * t + burst when rate * t is a whole number (1 s at
+ *   100/s: 101; any multiple of the interval), and for other windows at most one token more
+ *   than floor(rate * t) + burst, the bound of plain GCRA. max_in_flight only lowers these.
+ *
  * Contract
  *   - No HTTP, no libevent, no clock: every call takes `now_ns` from the caller's
  *     monotonic clock. The caller (proxy/upstream) arms ONE timer per dispatcher for

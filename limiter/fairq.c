@@ -880,7 +880,7 @@ const struct waiter *fairq_front(const struct fairq *q)
     return cls < 0 ? NULL : q->ring[cls].front->head;
 }
 
-void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns)
+void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns, uint64_t since_ns)
 {
     struct fairq_flow *f = w->flow;
     unsigned cls = w->prio_class;
@@ -888,7 +888,7 @@ void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns)
 
     assert(q->ring[cls].front == s && s->head == w);
     for (size_t i = 0; i < q->nkey_limits; i++) {
-        int taken = bucket_take(&f->kb[i], w->cost, now_ns);
+        int taken = bucket_take_since(&f->kb[i], w->cost, now_ns, since_ns);
         assert(taken == 0); /* select() saw the tokens at this now_ns */
         (void)taken;
     }

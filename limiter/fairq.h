@@ -161,8 +161,10 @@ struct waiter *fairq_select(struct fairq *q, uint64_t now_ns);
 const struct waiter *fairq_front(const struct fairq *q);
 
 /* `w`, just returned by fairq_select(q, now_ns), is released: takes its cost from its
- * flow's buckets and deficit, unlinks it (w->flow becomes NULL; flow_id stays). */
-void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns);
+ * flow's buckets (bucket_take_since: booked as of their due time when `w` was waiting since
+ * since_ns and they came due less than one interval ago) and deficit, unlinks it (w->flow
+ * becomes NULL; flow_id stays). */
+void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns, uint64_t since_ns);
 
 /* When the earliest parked flow is due (FAIRQ_NEVER if none). */
 uint64_t fairq_parked_wake_ns(const struct fairq *q);

@@ -40,6 +40,10 @@ struct waiter {
     uint64_t flow_hash;           /* that flow's key hash, for the same look-up */
     uint64_t enqueued_ns;         /* when it entered the queue */
     uint64_t deadline_ns;         /* when it must leave the queue, released or not */
+    uint64_t ready_ns;            /* waiting since: its submit, or its return through
+                                     dispatch_requeue_head() (limiter/dispatch: a release
+                                     that fires late is booked as of the tokens' due time
+                                     only if it was waiting then) */
     uint32_t cost;                /* tokens it takes from every limit when released (>= 1);
                                      fixed while queued (cost_sum counts it) */
     uint8_t priority;             /* set by the owner: class 0 is served first; values at or

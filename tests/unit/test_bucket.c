@@ -325,14 +325,175 @@ static void test_reconfigure_keeps_balance(void **state)
     assert_int_equal(take_all(&b, now + NS_PER_SEC), 4);
 }
 
+/* ---- late takes (bucket_take_since) ---- */
+
+static uint64_t lcg_state = 0x9e3779b97f4a7c15ull;
+
+/* A deterministic lateness in [lo_ns, hi_ns). */
+static uint64_t lateness_ns(uint64_t lo_ns, uint64_t hi_ns)
+{
+    lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+    return hi_ns > lo_ns ? lo_ns + (lcg_state >> 33) % (hi_ns - lo_ns) : lo_ns;
+}
+
+/* A backlogged taker (waiting since `start`) that wakes when bucket_wait_ns() says, plus a
+ * lateness in [late_lo, late_hi) intervals (tenths). Fills at[] with `n` take instants. */
+static void run_late(struct bucket *b, int since, unsigned late_lo, unsigned late_hi, uint64_t *at,
+                     size_t n)
+{
+    uint64_t start = fake_now(), now = start;
+    uint64_t iv = b->interval_ns;
+    size_t k = 0;
+
+    while (k < n) {
+        while (k < n && (since ? bucket_take_since(b, 1, now, start) : bucket_take(b, 1, now)) == 0)
+            at[k++] = now;
+        now += bucket_wait_ns(b, 1, now) + lateness_ns(iv * late_lo / 10, iv * late_hi / 10);
+    }
+    fake_advance_ns(now - start);
+}
+
+/* Every window [a_i, a_j] against the bound of bucket.h: ceil((t + burst_ns) / interval). */
+static void assert_late_window_bound(const uint64_t *at, size_t n, const struct bucket *b)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i; j < n; j++) {
+            uint64_t t = at[j] - at[i];
+            uint64_t bound = (t + b->burst_ns + b->interval_ns - 1) / b->interval_ns;
+            if (j - i + 1 > bound)
+                fail_msg("%zu takes in %llu ns, bound %llu", j - i + 1, (unsigned long long)t,
+                         (unsigned long long)bound);
+        }
+    }
+}
+
+/* Burst 1, takes 0.3 to 0.9 interval late: booked as of their due time, the rate holds;
+ * plain takes lose the lateness every time. */
+static void test_take_since_keeps_schedule(void **state)
+{
+    enum { N = 10000 };
+    static uint64_t at[N];
+    struct bucket b;
+
+    assert_int_equal(bucket_init(&b, 100, 1, fake_now()), 0);
+    run_late(&b, 1, 3, 9, at, N);
+    double rate = (double)(N - 1) * 1e9 / (double)(at[N - 1] - at[0]);
+    assert_true(rate >= 99.9 && rate <= 100.1);
+
+    assert_int_equal(bucket_init(&b, 100, 1, fake_now()), 0);
+    run_late(&b, 0, 3, 9, at, N);
+    rate = (double)(N - 1) * 1e9 / (double)(at[N - 1] - at[0]);
+    assert_true(rate < 65); /* about 1 / 1.6 interval */
+}
+
+/* The window bound of bucket.h, by brute force, with lateness from 0 to 2 intervals (so
+ * some takes keep their slot and some lose it), for round and awkward intervals and whole,
+ * fractional and large bursts. 1 s windows at 100/s: never more than 101. */
+static void test_take_since_window_bound(void **state)
+{
+    enum { N = 3000 };
+    static uint64_t at[N];
+    const double rates[] = {100, 3, RATE_PER_HOUR(5000)};
+    const double bursts[] = {1, 1.5, 2, 20};
+
+    for (size_t r = 0; r < sizeof(rates) / sizeof(rates[0]); r++) {
+        for (size_t k = 0; k < sizeof(bursts) / sizeof(bursts[0]); k++) {
+            struct bucket b;
+            assert_int_equal(bucket_init(&b, rates[r], bursts[k], fake_now()), 0);
+            run_late(&b, 1, 0, 20, at, N);
+            assert_late_window_bound(at, N, &b);
+            if (rates[r] == 100) {
+                /* Windows of exactly 1 s: rate * t is whole, so the plain bound holds. */
+                for (size_t i = 0, j = 0; i < N; i++) {
+                    while (j < N && at[j] - at[i] <= NS_PER_SEC)
+                        j++;
+                    assert_true(j - i <= 100 + (size_t)bursts[k]);
+                }
+            }
+        }
+    }
+}
+
+/* The one token more: a take late by almost an interval, then the next on time, are two
+ * takes within a window shorter than an interval (bound ceil(t / interval) + 1 = 2). */
+static void test_take_since_one_more(void **state)
+{
+    struct bucket b;
+    uint64_t t0 = fake_now();
+    const uint64_t iv = 10 * NS_PER_MS;
+
+    assert_int_equal(bucket_init(&b, 100, 1, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 2 * iv - 1, t0), 0); /* due t0 + iv */
+    assert_int_equal(bucket_wait_ns(&b, 1, t0 + 2 * iv - 1), 1);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 2 * iv, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 2 * iv, t0), -1);
+    fake_advance_ns(2 * iv);
+}
+
+/* No idle credit: tokens that came due while nobody waited are not booked in the past. */
+static void test_take_since_no_idle_credit(void **state)
+{
+    struct bucket b;
+    uint64_t t0 = fake_now();
+    const uint64_t iv = 10 * NS_PER_MS;
+
+    assert_int_equal(bucket_init(&b, 100, 1, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0, t0), 0);
+    /* Due at t0 + iv; the waiter came at t0 + 1.5 iv: booked now. */
+    uint64_t now = t0 + 3 * iv / 2;
+    assert_int_equal(bucket_take_since(&b, 1, now, now), 0);
+    assert_int_equal(bucket_take_since(&b, 1, now, now), -1);
+    assert_int_equal(bucket_wait_ns(&b, 1, now), iv);
+    /* Long idle from full: two immediate takes, the second refused. */
+    now += 10 * NS_PER_SEC;
+    assert_int_equal(bucket_take_since(&b, 1, now, now - NS_PER_SEC), 0);
+    assert_int_equal(bucket_take_since(&b, 1, now, now - NS_PER_SEC), -1);
+    assert_int_equal(bucket_wait_ns(&b, 1, now), iv);
+    fake_advance_ns(now - t0);
+}
+
+/* One interval late or more: the slot is gone, booked now. Never booked before the latest
+ * instant the bucket saw (a refused take here), so booked instants stay in order. */
+static void test_take_since_stall_and_order(void **state)
+{
+    struct bucket b;
+    uint64_t t0 = fake_now();
+    const uint64_t iv = 100 * NS_PER_MS;
+
+    assert_int_equal(bucket_init(&b, 10, 1, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0, t0), 0);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 2 * iv, t0), 0); /* exactly 1 late */
+    assert_int_equal(bucket_wait_ns(&b, 1, t0 + 2 * iv), iv);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 8 * iv, t0), 0); /* 5 late: one take */
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 8 * iv, t0), -1);
+    assert_int_equal(bucket_wait_ns(&b, 1, t0 + 8 * iv), iv);
+    /* Due at t0 + 9 iv; a take of 2 (above the burst) refused at t0 + 9.2 iv; taken at
+     * t0 + 9.5 iv: booked at t0 + 9.2 iv, not at the due time before it. */
+    assert_int_equal(bucket_take(&b, 2, t0 + 92 * iv / 10), -1);
+    assert_int_equal(bucket_take_since(&b, 1, t0 + 95 * iv / 10, t0), 0);
+    assert_int_equal(bucket_wait_ns(&b, 1, t0 + 95 * iv / 10), 7 * iv / 10);
+    fake_advance_ns(10 * iv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_interval_rounding), cmocka_unit_test(test_invalid_arguments),
-        cmocka_unit_test(test_burst_exact),       cmocka_unit_test(test_refill_timing),
-        cmocka_unit_test(test_wait_beyond_burst), cmocka_unit_test(test_huge_cost),
-        cmocka_unit_test(test_window_guarantee),  cmocka_unit_test(test_long_idle),
-        cmocka_unit_test(test_clock_backwards),   cmocka_unit_test(test_reconfigure_keeps_balance),
+        cmocka_unit_test(test_interval_rounding),
+        cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_burst_exact),
+        cmocka_unit_test(test_refill_timing),
+        cmocka_unit_test(test_wait_beyond_burst),
+        cmocka_unit_test(test_huge_cost),
+        cmocka_unit_test(test_window_guarantee),
+        cmocka_unit_test(test_long_idle),
+        cmocka_unit_test(test_clock_backwards),
+        cmocka_unit_test(test_reconfigure_keeps_balance),
+        cmocka_unit_test(test_take_since_keeps_schedule),
+        cmocka_unit_test(test_take_since_window_bound),
+        cmocka_unit_test(test_take_since_one_more),
+        cmocka_unit_test(test_take_since_no_idle_credit),
+        cmocka_unit_test(test_take_since_stall_and_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -734,6 +734,233 @@ static void test_free_unlinks_keyed(void **state)
     assert_null(w[1].fnext);
 }
 
+/* ---- a release that fires late keeps the schedule (issue 9) ---- */
+
+/* A small deterministic generator, so every run sees the same lateness. */
+static uint64_t lcg_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t lcg_next(void)
+{
+    lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+    return lcg_state >> 33;
+}
+
+/* A uniformly drawn lateness in [lo_ns, hi_ns). */
+static uint64_t lateness_ns(uint64_t lo_ns, uint64_t hi_ns)
+{
+    return hi_ns > lo_ns ? lo_ns + lcg_next() % (hi_ns - lo_ns) : lo_ns;
+}
+
+/* Keeps `backlog` waiters queued (each released one is done at once and submitted again)
+ * and pulls at every wake-up plus a lateness drawn from [late_lo_ns, late_hi_ns), until
+ * `count` releases; their instants go to at[]. Every pull releases what may go. */
+static void run_backlogged(struct dispatch *d, size_t backlog, uint64_t late_lo_ns,
+                           uint64_t late_hi_ns, uint64_t *at, size_t count)
+{
+    size_t n = 0;
+
+    assert_true(backlog <= NW);
+    for (size_t i = 0; i < backlog; i++)
+        submit_ok(d, &w[i]);
+    while (n < count) {
+        struct waiter *x;
+        while (n < count && (x = dispatch_next(d, fake_now())) != NULL) {
+            at[n++] = fake_now();
+            dispatch_done(d);
+            submit_ok(d, x);
+        }
+        uint64_t wake = dispatch_wake_ns(d, fake_now());
+        assert_true(wake != DISPATCH_NEVER);
+        assert_true(wake > fake_now() || n == count);
+        fake_advance_ns(wake - fake_now() + lateness_ns(late_lo_ns, late_hi_ns));
+    }
+}
+
+/* Releases per second between the first and the last of at[0..n). */
+static double achieved_rate(const uint64_t *at, size_t n)
+{
+    return (double)(n - 1) * 1e9 / (double)(at[n - 1] - at[0]);
+}
+
+/* The most releases in any closed window [t, t + len_ns] (the worst one starts at a
+ * release). at[] is non-decreasing. */
+static size_t max_in_window(const uint64_t *at, size_t n, uint64_t len_ns)
+{
+    size_t best = 0;
+
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (j < i)
+            j = i;
+        while (j < n && at[j] - at[i] <= len_ns)
+            j++;
+        if (j - i > best)
+            best = j - i;
+    }
+    return best;
+}
+
+/* The documented bound (limiter/bucket.h) for a whole burst: ceil(len / interval) + burst. */
+static size_t window_bound(uint64_t len_ns, uint64_t interval_ns, size_t burst)
+{
+    return (size_t)((len_ns + interval_ns - 1) / interval_ns) + burst;
+}
+
+#define LATE_RELEASES 10000
+
+/* (a) 100/s, burst 1, always backlogged, every pull 0.3 to 0.9 interval late: the
+ * upstream still sees 100/s (within 0.1 %). Basing each slot on the late pull would give
+ * about 1 / 1.6 interval, 62.5/s. */
+static void test_late_pulls_keep_rate(void **state)
+{
+    static uint64_t at[LATE_RELEASES];
+    const struct dispatch_limit lim[] = {{100, 1}};
+    const uint64_t iv = 10 * NS_PER_MS;
+
+    for (int pass = 0; pass < 3; pass++) {
+        /* Varied lateness: the whole range, then its two ends. */
+        const uint64_t lo[] = {3 * iv / 10, 3 * iv / 10, 8 * iv / 10};
+        const uint64_t hi[] = {9 * iv / 10, 4 * iv / 10, 9 * iv / 10};
+        struct dispatch *d = make(lim, 1, 1000, 64, 3600 * NS_PER_SEC);
+
+        memset(w, 0, sizeof(w));
+        for (int i = 0; i < NW; i++)
+            w[i].cost = 1;
+        run_backlogged(d, 32, lo[pass], hi[pass], at, LATE_RELEASES);
+        double rate = achieved_rate(at, LATE_RELEASES);
+        print_message("late %.1f-%.1f interval: %.4f/s over %d releases\n",
+                      (double)lo[pass] / (double)iv, (double)hi[pass] / (double)iv, rate,
+                      LATE_RELEASES);
+        assert_true(rate >= 100 * 0.999 && rate <= 100 * 1.001);
+        drain_free(d);
+    }
+}
+
+/* (b) The same run, every window: a 1 s window holds at most rate + burst = 101; a window
+ * of any length t at most ceil(t / interval) + burst (one more than before the change only
+ * when t is not a multiple of the interval). Also with burst 3 and with two limits. */
+static void test_late_pulls_window_bound(void **state)
+{
+    static uint64_t at[LATE_RELEASES];
+    const uint64_t lens[] = {1,
+                             5 * NS_PER_MS,
+                             10 * NS_PER_MS,
+                             15 * NS_PER_MS,
+                             20 * NS_PER_MS,
+                             25 * NS_PER_MS,
+                             99 * NS_PER_MS + 1,
+                             100 * NS_PER_MS,
+                             999 * NS_PER_MS,
+                             NS_PER_SEC,
+                             NS_PER_SEC + 5 * NS_PER_MS,
+                             10 * NS_PER_SEC};
+    const struct {
+        struct dispatch_limit lim[2];
+        size_t nlimits;
+        uint64_t iv_ns; /* of the limit checked */
+        size_t burst;
+    } cases[] = {
+        {{{100, 1}}, 1, 10 * NS_PER_MS, 1},
+        {{{100, 3}}, 1, 10 * NS_PER_MS, 3},
+        /* 100/s burst 2 and 6000/min burst 1 (the same pace): both must grant. */
+        {{{100, 2}, {6000.0 / 60, 1}}, 2, 10 * NS_PER_MS, 1},
+    };
+
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        uint64_t iv = cases[c].iv_ns;
+        struct dispatch *d = make(cases[c].lim, cases[c].nlimits, 1000, 64, 3600 * NS_PER_SEC);
+
+        memset(w, 0, sizeof(w));
+        for (int i = 0; i < NW; i++)
+            w[i].cost = 1;
+        run_backlogged(d, 32, 3 * iv / 10, 9 * iv / 10, at, LATE_RELEASES);
+        assert_true(max_in_window(at, LATE_RELEASES, NS_PER_SEC) <= 100 + cases[c].burst);
+        for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+            size_t got = max_in_window(at, LATE_RELEASES, lens[k]);
+            size_t bound = window_bound(lens[k], iv, cases[c].burst);
+            if (got > bound)
+                fail_msg("case %zu: %zu releases in %llu ns, bound %zu", c, got,
+                         (unsigned long long)lens[k], bound);
+        }
+        double rate = achieved_rate(at, LATE_RELEASES);
+        assert_true(rate >= 100 * 0.999 && rate <= 100 * 1.001);
+        drain_free(d);
+    }
+}
+
+/* (c) No idle credit: a token that came due while nobody waited is not handed out "as of"
+ * then. Idle for 1.5 intervals, two immediate takes: the second is refused, and it goes
+ * one interval after the first (not after the idle due time). */
+static void test_late_no_idle_credit(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 1}};
+    struct dispatch *d = make(lim, 1, 100, 10, 60 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    submit_ok(d, &w[0]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    fake_advance_ms(15); /* the next token came due at t0 + 10 ms; nobody was waiting */
+    submit_ok(d, &w[1]);
+    submit_ok(d, &w[2]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_null(dispatch_next(d, fake_now())); /* burst 1: the second immediate take */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 25 * NS_PER_MS);
+    fake_advance_ms(4);
+    assert_null(dispatch_next(d, fake_now()));
+    /* w[2] was waiting when its token came due: a late pull keeps that slot... */
+    fake_advance_ms(9); /* t0 + 28 ms: 3 ms late */
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    submit_ok(d, &w[3]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 35 * NS_PER_MS);
+    /* ...but a newcomer after an idle due is booked as of its own arrival. */
+    fake_advance_ms(7);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[3]);
+    fake_advance_ms(18); /* t0 + 53: due at 45 with nobody waiting */
+    submit_ok(d, &w[4]);
+    submit_ok(d, &w[5]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[4]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 63 * NS_PER_MS);
+    drain_free(d);
+}
+
+/* (d) A pull one interval late or more has missed its slot: the schedule restarts from
+ * the late pull, one release, no catch-up burst. */
+static void test_late_stall_drops_slot(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 1}};
+    struct dispatch *d = make(lim, 1, 100, 10, 60 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 5; i++)
+        submit_ok(d, &w[i]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 10 * NS_PER_MS);
+    /* Exactly one interval late: the slot is gone. */
+    fake_advance_ms(20);
+    assert_int_equal(release_all(d), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 30 * NS_PER_MS);
+    /* A stall of five intervals: one release, and the next one interval later. */
+    fake_advance_ms(60);
+    assert_int_equal(release_all(d), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 90 * NS_PER_MS);
+    /* Just under one interval late still keeps the slot. */
+    fake_advance_ns(20 * NS_PER_MS - 1);
+    assert_int_equal(release_all(d), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 100 * NS_PER_MS);
+    drain_free(d);
+
+    /* With burst 3, a stall gives back the burst and not one release more. */
+    const struct dispatch_limit three[] = {{100, 3}};
+    d = make(three, 1, 100, 20, 60 * NS_PER_SEC);
+    for (int i = 0; i < 20; i++)
+        submit_ok(d, &w[10 + i]);
+    assert_int_equal(release_all(d), 3);
+    fake_advance_ms(500);
+    assert_int_equal(release_all(d), 3);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 10 * NS_PER_MS);
+    drain_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -760,6 +987,10 @@ int main(void)
         cmocka_unit_test_setup(test_priority_unkeyed, setup),
         cmocka_unit_test_setup(test_pause_and_budget, setup),
         cmocka_unit_test_setup(test_free_unlinks_keyed, setup),
+        cmocka_unit_test_setup(test_late_pulls_keep_rate, setup),
+        cmocka_unit_test_setup(test_late_pulls_window_bound, setup),
+        cmocka_unit_test_setup(test_late_no_idle_credit, setup),
+        cmocka_unit_test_setup(test_late_stall_drops_slot, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

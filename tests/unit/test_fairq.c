@@ -531,10 +531,12 @@ static void test_deadlines_with_fair_order(void **state)
     assert_int_equal(order[1], 4);
     assert_int_equal(order[2], 1);
     assert_int_equal(order[3], 5);
-    assert_int_equal(fake_now(), t0 + 3100 * NS_PER_MS); /* one a second from t0 + 0.1 s */
-    /* A's 2 would get a token at t0 + 4.1 s, after its deadline at t0 + 3.5 s. */
+    /* One a second from t0: A's 0, waiting since t0 when the full bucket's token was due,
+     * was pulled 0.1 s late and kept the schedule. */
+    assert_int_equal(fake_now(), t0 + 3000 * NS_PER_MS);
+    /* A's 2 would get a token at t0 + 4 s, after its deadline at t0 + 3.5 s. */
     assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 3500 * NS_PER_MS);
-    fake_advance_ms(399);
+    fake_advance_ms(499);
     assert_null(dispatch_expired(d, fake_now()));
     fake_advance_ms(1);
     assert_null(dispatch_next(d, fake_now()));
@@ -697,6 +699,53 @@ static void test_late_estimate_fair(void **state)
     drain_free(d);
 }
 
+/* Per-key buckets keep their schedule too when pulls come late (issue 9): three keys at
+ * 10/s, burst 1, each always backlogged, every pull 0.3 to 0.9 of their interval after the
+ * wake-up. Each key still gets 10/s, and no 1 s window holds more than 11 of a key. */
+static void test_key_limits_keep_schedule_when_late(void **state)
+{
+    enum { KEYS = 3, PER_KEY = 32, RELEASES = 3000 };
+    static uint64_t at[KEYS][RELEASES];
+    size_t n[KEYS] = {0};
+    const char *keys[KEYS] = {"A", "B", "C"};
+    const struct dispatch_limit klim[] = {{10, 1}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    struct dispatch *d = make(1000, 1000, KEYS * PER_KEY, 3600 * NS_PER_SEC, &fair);
+    uint64_t lcg = 12345;
+    size_t total = 0;
+
+    for (int k = 0; k < KEYS; k++) {
+        for (int i = 0; i < PER_KEY; i++)
+            submit_ok(d, k * PER_KEY + i, keys[k]);
+    }
+    while (total < KEYS * (size_t)RELEASES) {
+        struct waiter *x;
+        while ((x = dispatch_next(d, fake_now())) != NULL) {
+            int k = idx(x) / PER_KEY;
+            if (n[k] < RELEASES) {
+                at[k][n[k]++] = fake_now();
+                total++;
+            }
+            dispatch_done(d);
+            submit_ok(d, idx(x), keys[k]);
+        }
+        uint64_t wake = dispatch_wake_ns(d, fake_now());
+        assert_true(wake > fake_now());
+        lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+        fake_advance_ns(wake - fake_now() + 30 * NS_PER_MS + (lcg >> 33) % (60 * NS_PER_MS));
+    }
+    for (int k = 0; k < KEYS; k++) {
+        double rate = (double)(RELEASES - 1) * 1e9 / (double)(at[k][RELEASES - 1] - at[k][0]);
+        assert_true(rate >= 10 * 0.999 && rate <= 10 * 1.001);
+        for (size_t i = 0, j = 0; i < RELEASES; i++) {
+            while (j < RELEASES && at[k][j] - at[k][i] <= NS_PER_SEC)
+                j++;
+            assert_true(j - i <= 11);
+        }
+    }
+    drain_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -717,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup(test_requeue_head_flows, setup),
         cmocka_unit_test_setup(test_reconfigure_keeps_flows, setup),
         cmocka_unit_test_setup(test_late_estimate_fair, setup),
+        cmocka_unit_test_setup(test_key_limits_keep_schedule_when_late, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
