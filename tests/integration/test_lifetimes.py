@@ -155,3 +155,208 @@ def test_tls_reloads_while_tls_connections_open(pki, sluice_factory):
         assert s.alive()
     finally:
         u.stop()
+
+
+# --------------------------------------------------------------------------- 2. POST body
+
+class SlowFirstRefusal(fairutil.ScriptedUpstream):
+    """The first request is answered 429 Retry-After: 1 only after `delay` seconds (the
+    moment the answer is written is in `answers`); every later one gets the usual JSON
+    echo (body_len, body_sha256). `first_seen` is set when the first request has arrived,
+    so a test can act while the upstream holds it."""
+
+    def __init__(self, delay):
+        super().__init__(self._script)
+        self.delay = delay
+        self.first_seen = threading.Event()
+
+    def _script(self, req, idx):
+        return (429, [("Retry-After", "1")], b"slow down\n") if idx == 0 else None
+
+    async def _respond(self, req, writer):
+        if self._n == 0:
+            self.first_seen.set()
+            import asyncio
+            await asyncio.sleep(self.delay)
+        return await super()._respond(req, writer)
+
+
+def raw_posts(raw, target):
+    """Every copy of `POST target` in the upstream's raw bytes (one bytes string per TCP
+    connection): [(head bytes, body bytes as framed by its Content-Length)]."""
+    out = []
+    line = b"POST " + target.encode() + b" HTTP/1.1\r\n"
+    for data in raw.values():
+        i = data.find(line)
+        while i >= 0:
+            end = data.find(b"\r\n\r\n", i)
+            assert end >= 0, "incomplete head in %r" % data[i:i + 300]
+            head = data[i:end + 4]
+            m = re.search(rb"\r\ncontent-length:[ \t]*([0-9]+)\r\n", head, re.I)
+            n = int(m.group(1)) if m else 0
+            out.append((head, data[end + 4:end + 4 + n]))
+            i = data.find(line, end + 4 + n)
+    return out
+
+
+def test_post_body_kept_when_reload_turns_retries_on(sluice_factory):
+    """A 100 KiB POST is released with retries off (retry.max_attempts 1, so sluice need
+    not keep the body once sent); while the upstream holds it (1.5 s), a reload sets
+    max_attempts 3; then the upstream answers 429 Retry-After: 1. Required: no copy of the
+    POST reaches the upstream with a body other than the one sent (checked on the
+    upstream's raw bytes), and the client gets either the upstream's 429 (the request was
+    not retried) or a 200 whose echo shows the whole body (it was retried with it).
+
+    Before the fix (725678d, and HEAD at 3373677): the retry decision reads the new
+    max_attempts, the body was already moved into the first attempt, and the request goes
+    again with Content-Length: 0; the upstream's 200 for that empty POST reaches the
+    client."""
+    body = harness.pattern_bytes(100 * 1024 + 3)
+    want = (len(body), hashlib.sha256(body).hexdigest())
+    up = SlowFirstRefusal(delay=1.5).start()
+    try:
+        cfg = fairutil.fair_config(up.url, rate="50/s", burst=1, max_wait="30s",
+                                   retry={"max_attempts": 1, "max_wait": "60s"})
+        s = sluice_factory(cfg)
+        c = harness.RawClient(s.port, timeout=15)
+        try:
+            c.send("/api/upload", method="POST", body=body,
+                   headers=[("Content-Type", "application/octet-stream")])
+            assert up.first_seen.wait(10), "the POST never reached the upstream"
+            up.wait_for(1)
+            cfg3 = fairutil.fair_config(up.url, port=s.port, rate="50/s", burst=1,
+                                        max_wait="30s",
+                                        retry={"max_attempts": 3, "max_wait": "60s"})
+            line = reload(s, cfg3)
+            assert "reloaded " in line, line
+            assert not up.answers, "test too slow: the 429 came before the reload"
+            r = c.response()
+        finally:
+            c.close()
+        # Whatever was sent again has arrived by now (a retry goes 1 s after the 429,
+        # before the client's answer).
+        time.sleep(0.2)
+        reqs = up.requests
+        raw = up.raw
+    finally:
+        up.stop()
+    posts = [q for q in reqs if q.method == "POST" and q.path == "/upload"]
+    assert posts, reqs
+    copies = raw_posts(raw, "/upload")
+    assert len(copies) == len(posts), (len(copies), len(posts))
+    for i, (head, got) in enumerate(copies):
+        assert (len(got), hashlib.sha256(got).hexdigest()) == want, (
+            "copy %d of the POST reached the upstream with a %d-byte body (sent %d):\n%s"
+            % (i + 1, len(got), len(body), head.decode("latin-1")))
+    if r.status == 429:
+        assert r.header("sluice-reason") is None, "the upstream's 429, not sluice's: %r" % r
+        assert len(posts) == 1, "a 429 reached the client although it was retried: %r" % posts
+    else:
+        assert r.status == 200, r
+        echo = r.json()
+        assert (echo["body_len"], echo["body_sha256"]) == want, (
+            "the client got a 200 for a POST the upstream received with a %d-byte body"
+            % echo["body_len"])
+        assert len(posts) == 2, posts
+
+
+# --------------------------------------------------------------------------- 3. late 429
+
+def test_429_after_drain_timeout(sluice_factory):
+    """drain_timeout 1 s; a request is at the upstream, which answers 429 Retry-After: 1
+    only after 1.5 s; SIGTERM right after the request reached it. The 429 arrives after
+    the drain deadline, when sluice would normally queue the request again for a retry.
+    Required: the client gets an answer (the 429 itself or 503 shutdown), nothing is sent
+    to the upstream after the drain deadline, the daemon exits 0 within a few seconds of
+    SIGTERM, and no sanitizer report (fixture).
+
+    Before the fix (725678d): the refused request is queued again after the deadline,
+    released after the pause (2.5 s after SIGTERM) and its 200 relayed."""
+    up = SlowFirstRefusal(delay=1.5).start()
+    try:
+        cfg = fairutil.fair_config(up.url, rate="50/s", burst=1, max_wait="30s",
+                                   drain_timeout="1s",
+                                   retry={"max_attempts": 3, "max_wait": "60s"})
+        s = sluice_factory(cfg)
+        c = harness.RawClient(s.port, timeout=10)
+        try:
+            c.send("/api/late")
+            assert up.first_seen.wait(10), "the request never reached the upstream"
+            t_term = time.monotonic()
+            s.send_signal(signal.SIGTERM)
+            try:
+                r = c.response()
+            except (OSError, ConnectionError) as e:
+                r = e
+            rc = s.wait(max(0.1, t_term + 6.0 - time.monotonic()))
+            took = time.monotonic() - t_term
+        finally:
+            c.close()
+        answers = list(up.answers)
+        reqs = up.requests
+    finally:
+        up.stop()
+    assert_no_sanitizer(s)
+    assert answers, "the upstream never answered: the test did not run as designed"
+    assert answers[0][1] - t_term >= 1.0 + 0.2, "the 429 came before drain_timeout"
+    assert len(reqs) == 1, ("the request was sent again after drain_timeout had passed "
+                            "(at %s s after SIGTERM)" % ["%.2f" % (q.t - t_term) for q in reqs])
+    assert rc is not None, "sluice still running 6 s after SIGTERM (drain_timeout 1 s):\n%s" \
+        % s.stderr()[-3000:]
+    assert rc == 0, "exit code %r\n%s" % (rc, s.stderr()[-3000:])
+    assert not isinstance(r, Exception), "no answer for the client: %r" % (r,)
+    if r.status == 429:
+        assert r.header("sluice-reason") is None, r
+    else:
+        harness.assert_sluice_error(r, 503, "shutdown")
+    assert took < 6.0
+
+
+# --------------------------------------------------------------------------- 4. sync connect
+
+# A TCP connect() to a multicast address fails inside the call (ENETUNREACH: Linux refuses
+# TCP to multicast and broadcast routes whatever the routing table says).
+SYNC_FAIL_ADDR = "224.0.0.1"
+
+
+def connect_fails_at_once(addr, port=80):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setblocking(False)
+        return s.connect_ex((addr, port)) not in (0, errno.EINPROGRESS, errno.EAGAIN)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_connect_that_fails_synchronously(upstream, sluice_factory, scheme):
+    """An upstream (plain or TLS) at an address where connect() itself fails (no
+    EINPROGRESS; 224.0.0.1 gives ENETUNREACH): 20
+    requests (10 one after the other, 10 at once) each get 502 upstream_connect, the daemon
+    stays up and keeps serving another upstream, and exits 0 with no sanitizer or leak
+    report (fixture). Before the fix the failure is reported from inside the call that
+    starts the request, which then frees (or uses) the request a second time."""
+    if not connect_fails_at_once(SYNC_FAIL_ADDR):
+        pytest.skip("connect() to %s does not fail at once on this machine" % SYNC_FAIL_ADDR)
+    cfg = harness.simple_config("%s://%s:80" % (scheme, SYNC_FAIL_ADDR),
+                                limits=[{"rate": "1000/s", "burst": 20}])
+    cfg["upstreams"]["ok"] = dict(cfg["upstreams"]["api"], url=upstream.url)
+    if scheme == "https":
+        cfg["upstreams"]["api"]["tls"] = {"verify": False}
+    cfg["routes"].append({"path_prefix": "/ok/", "strip_prefix": True, "upstream": "ok"})
+    s = sluice_factory(cfg)
+    got = []
+    for i in range(10):
+        got.append(harness.http_request(s.port, "GET", "/api/seq/%d" % i, timeout=5))
+    results = harness.run_concurrent(s.port, ["/api/par/%d" % i for i in range(10)], timeout=5)
+    assert_no_sanitizer(s)
+    errs = [e for r, e, _ in results if r is None]
+    assert not errs, "connection errors instead of answers: %r" % errs[:3]
+    got += [r for r, _, _ in results]
+    for r in got:
+        harness.assert_sluice_error(r, 502, "upstream_connect")
+    assert s.alive()
+    r = harness.http_request(s.port, "GET", "/ok/after")
+    assert r.status == 200, r
+    assert s.stop() == 0, s.stderr()[-3000:]
+    assert_no_sanitizer(s)
