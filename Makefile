@@ -34,7 +34,7 @@ FINAL_LDFLAGS = $(LDFLAGS)
 FINAL_LIBS    = $(PKG_LIBS) -lm $(LIBS)
 
 LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/fairq.c limiter/dispatch.c
-CONF_SRC    := conf/conf.c conf/units.c
+CONF_SRC    := conf/conf.c conf/schema.c conf/node.c conf/diag.c conf/units.c
 PROXY_SRC   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
 DAEMON_SRC  := $(LIMITER_SRC) $(CONF_SRC) $(PROXY_SRC) proxy/main.c
 
@@ -108,6 +108,9 @@ UNIT_DEPS_test_units    := conf/units.c
 UNIT_DEPS_test_conf     := $(CONF_SRC)
 UNIT_DEPS_test_feedback := proxy/feedback.c
 UNIT_DEPS_test_http1    := proxy/http1.c
+# A test binary is built in one command, so -MMD records only its last source: name the
+# headers of a module split over several files here.
+$(SAN)/tests/test_conf: $(wildcard conf/*.h)
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
