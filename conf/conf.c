@@ -393,8 +393,8 @@ static const struct schema_enum tls_versions[] = {{"1.2", 12}, {"1.3", 13}, {NUL
 
 #define TS struct conf_tls_server
 static const struct schema_key tls_server_keys[] = {
-    KEY_FILE    ("cert",             TS, cert, cert_mark,                         REQUIRED),
-    KEY_FILE    ("key",              TS, key, key_mark,                           REQUIRED),
+    KEY_FILE    ("cert",               TS, cert, cert_mark,                             REQUIRED),
+    KEY_FILE    ("key",                TS, key, key_mark,                               REQUIRED),
     KEY_END
 };
 static const struct schema_table tls_server_table = {
@@ -403,8 +403,8 @@ static const struct schema_table tls_server_table = {
 
 #define L struct conf_listen
 static const struct schema_key listen_keys[] = {
-    KEY_CUSTOM  ("address",          parse_listen_address,                        REQUIRED),
-    KEY_OPTIONAL("tls",              L, tls, &tls_server_table, tls.enabled),
+    KEY_CUSTOM  ("address",            parse_listen_address,                            REQUIRED),
+    KEY_OPTIONAL("tls",                L, tls, &tls_server_table, tls.enabled),
     KEY_END
 };
 static const struct schema_table listen_table = {
@@ -414,10 +414,10 @@ static const struct schema_table listen_table = {
 
 #define CL struct conf_client
 static const struct schema_key client_keys[] = {
-    KEY_U32     ("max_connections",  CL, max_connections,    "1",   "1000000",    "1024"),
-    KEY_SIZE32  ("max_header_size",  CL, max_header_size,    "1k",  "1m",         "8k"),
-    KEY_SIZE64  ("max_body_size",    CL, max_body_size,      "0",   "1g",         "1m"),
-    KEY_DURATION("timeout",          CL, timeout_ms,         "1s",  "1h",         "60s"),
+    KEY_U32     ("max_connections",    CL, max_connections,      "1",    "1000000",     "1024"),
+    KEY_SIZE32  ("max_header_size",    CL, max_header_size,      "1k",   "1m",          "8k"),
+    KEY_SIZE64  ("max_body_size",      CL, max_body_size,        "0",    "1g",          "1m"),
+    KEY_DURATION("timeout",            CL, timeout_ms,           "1s",   "1h",          "60s"),
     KEY_END
 };
 static const struct schema_table client_table = {.keys = client_keys, .mark_off = SCHEMA_NOFIELD};
@@ -425,7 +425,7 @@ static const struct schema_table client_table = {.keys = client_keys, .mark_off 
 
 #define AD struct conf_admin
 static const struct schema_key admin_keys[] = {
-    KEY_CUSTOM  ("address",          parse_admin_address,                         REQUIRED),
+    KEY_CUSTOM  ("address",            parse_admin_address,                             REQUIRED),
     KEY_END
 };
 static const struct schema_table admin_table = {
@@ -435,8 +435,8 @@ static const struct schema_table admin_table = {
 
 #define AL struct conf_access_log
 static const struct schema_key access_log_keys[] = {
-    KEY_STR     ("path",             AL, path,                                    "-"),
-    KEY_ENUM    ("format",           AL, format, log_formats,                     "text"),
+    KEY_STR     ("path",               AL, path,                                        "-"),
+    KEY_ENUM    ("format",             AL, format, log_formats,                         "text"),
     KEY_END
 };
 static const struct schema_table access_log_table = {
@@ -447,8 +447,8 @@ static const struct schema_table access_log_table = {
  * within its ~146-year span even at the largest burst). */
 #define LI struct conf_limit
 static const struct schema_key limit_keys[] = {
-    KEY_RATE    ("rate",             LI, rate_per_sec,       "1/h", "1000000000/s", REQUIRED),
-    KEY_NUMBER  ("burst",            LI, burst_tokens,       "1",   "1000000",    "1"),
+    KEY_RATE    ("rate",               LI, rate_per_sec,         "1/h",  "1000000000/s", REQUIRED),
+    KEY_NUMBER  ("burst",              LI, burst_tokens,         "1",    "1000000",     "1"),
     KEY_END
 };
 static const struct schema_table limit_table = {
@@ -459,15 +459,15 @@ static const struct schema_table limit_table = {
  * keys fill fields of struct conf_upstream. */
 #define U struct conf_upstream
 static const struct schema_key queue_keys[] = {
-    KEY_U32     ("size",             U, queue_size,          "1",   "10000000",   "1000"),
-    KEY_DURATION("max_wait",         U, max_wait_ms,         "1ms", "24h",        "30s"),
+    KEY_U32     ("size",               U, queue_size,            "1",    "10000000",    "1000"),
+    KEY_DURATION("max_wait",           U, max_wait_ms,           "1ms",  "24h",         "30s"),
     KEY_END
 };
 static const struct schema_table queue_table = {.keys = queue_keys, .mark_off = SCHEMA_NOFIELD};
 
 static const struct schema_key timeouts_keys[] = {
-    KEY_DURATION("connect",          U, connect_timeout_ms,  "1ms", "10m",        "2s"),
-    KEY_DURATION("response",         U, response_timeout_ms, "1ms", "24h",        "30s"),
+    KEY_DURATION("connect",            U, connect_timeout_ms,    "1ms",  "10m",         "2s"),
+    KEY_DURATION("response",           U, response_timeout_ms,   "1ms",  "24h",         "30s"),
     KEY_END
 };
 static const struct schema_table timeouts_table = {
@@ -476,20 +476,20 @@ static const struct schema_table timeouts_table = {
 /* How a request the upstream refused unprocessed (429, 503 + Retry-After) is given another
  * turn; with feedback off there are no retries. */
 static const struct schema_key retry_keys[] = {
-    KEY_U32     ("max_attempts",     U, retry_max_attempts,  "1",   "100",        "3"),
-    KEY_DURATION("max_wait",         U, retry_max_wait_ms,   "1ms", "1h",         "60s"),
+    KEY_U32     ("max_attempts",       U, retry_max_attempts,    "1",    "100",         "3"),
+    KEY_DURATION("max_wait",           U, retry_max_wait_ms,     "1ms",  "1h",          "60s"),
     KEY_END
 };
 static const struct schema_table retry_table = {.keys = retry_keys, .mark_off = SCHEMA_NOFIELD};
 
 #define FA struct conf_fairness
 static const struct schema_key fairness_keys[] = {
-    KEY_LIST("key_limits", FA, key_limits, nkey_limits, "1", "4", &limit_table,   NO_DEFAULT),
-    KEY_U32     ("key_queue_share",  FA, key_queue_share,    "0",   "10000000",   "0"),
-    KEY_U32     ("max_keys",         FA, max_keys,           "1",   "1000000",    "10000"),
-    KEY_DURATION("key_idle",         FA, key_idle_ms,        "1s",  "24h",        "60s"),
-    KEY_U32     ("priority_classes", FA, priority_classes,   "1",   "4",          "4"),
-    KEY_U32     ("starvation_guard", FA, starvation_guard,   "1",   "1000000",    "10"),
+    KEY_LIST("key_limits", FA, key_limits, nkey_limits, "1", "4", &limit_table,         NO_DEFAULT),
+    KEY_U32     ("key_queue_share",    FA, key_queue_share,      "0",    "10000000",    "0"),
+    KEY_U32     ("max_keys",           FA, max_keys,             "1",    "1000000",     "10000"),
+    KEY_DURATION("key_idle",           FA, key_idle_ms,          "1s",   "24h",         "60s"),
+    KEY_U32     ("priority_classes",   FA, priority_classes,     "1",    "4",           "4"),
+    KEY_U32     ("starvation_guard",   FA, starvation_guard,     "1",    "1000000",     "10"),
     KEY_END
 };
 static const struct schema_table fairness_table = {
@@ -498,12 +498,12 @@ static const struct schema_table fairness_table = {
 
 #define TC struct conf_tls_client
 static const struct schema_key tls_client_keys[] = {
-    KEY_BOOL    ("verify",           TC, verify,                                  "true"),
-    KEY_FILE    ("ca_file",          TC, ca_file, ca_file_mark,                   NO_DEFAULT),
-    KEY_HOSTNAME("server_name",      TC, server_name,                             NO_DEFAULT),
-    KEY_ENUM    ("min_version",      TC, min_version, tls_versions,               "1.2"),
-    KEY_FILE    ("cert",             TC, cert, cert_mark,                         NO_DEFAULT),
-    KEY_FILE    ("key",              TC, key, key_mark,                           NO_DEFAULT),
+    KEY_BOOL    ("verify",             TC, verify,                                      "true"),
+    KEY_FILE    ("ca_file",            TC, ca_file, ca_file_mark,                       NO_DEFAULT),
+    KEY_HOSTNAME("server_name",        TC, server_name,                                 NO_DEFAULT),
+    KEY_ENUM    ("min_version",        TC, min_version, tls_versions,                   "1.2"),
+    KEY_FILE    ("cert",               TC, cert, cert_mark,                             NO_DEFAULT),
+    KEY_FILE    ("key",                TC, key, key_mark,                               NO_DEFAULT),
     KEY_END
 };
 static const struct schema_table tls_client_table = {
@@ -511,18 +511,18 @@ static const struct schema_table tls_client_table = {
 #undef TC
 
 static const struct schema_key upstream_keys[] = {
-    KEY_CUSTOM  ("url",              parse_url,                                   REQUIRED),
-    KEY_LIST    ("limits",           U, limits, nlimits, "1", "8", &limit_table,  REQUIRED),
-    KEY_U32     ("max_in_flight",    U, max_in_flight,       "1",   "100000",     "64"),
-    KEY_INLINE  ("queue",            &queue_table),
-    KEY_INLINE  ("timeouts",         &timeouts_table),
-    KEY_U32     ("keepalive",        U, keepalive,           "0",   "100000",     "32"),
-    KEY_BOOL    ("preserve_host",    U, preserve_host,                            "false"),
-    KEY_SIZE32  ("max_header_size",  U, max_header_size,     "1k",  "1m",         "16k"),
-    KEY_SECTION ("tls",              U, tls, &tls_client_table),
-    KEY_SECTION ("fairness",         U, fairness, &fairness_table),
-    KEY_BOOL    ("feedback",         U, feedback,                                 "true"),
-    KEY_INLINE  ("retry",            &retry_table),
+    KEY_CUSTOM  ("url",                parse_url,                                       REQUIRED),
+    KEY_LIST    ("limits",             U, limits, nlimits, "1", "8", &limit_table,      REQUIRED),
+    KEY_U32     ("max_in_flight",      U, max_in_flight,         "1",    "100000",      "64"),
+    KEY_INLINE  ("queue",              &queue_table),
+    KEY_INLINE  ("timeouts",           &timeouts_table),
+    KEY_U32     ("keepalive",          U, keepalive,             "0",    "100000",      "32"),
+    KEY_BOOL    ("preserve_host",      U, preserve_host,                                "false"),
+    KEY_SIZE32  ("max_header_size",    U, max_header_size,       "1k",   "1m",          "16k"),
+    KEY_SECTION ("tls",                U, tls, &tls_client_table),
+    KEY_SECTION ("fairness",           U, fairness, &fairness_table),
+    KEY_BOOL    ("feedback",           U, feedback,                                     "true"),
+    KEY_INLINE  ("retry",              &retry_table),
     KEY_END
 };
 static const struct schema_table upstream_table = {
@@ -534,17 +534,17 @@ static const struct schema_table upstream_table = {
 
 #define R struct conf_route
 static const struct schema_key route_keys[] = {
-    KEY_CUSTOM  ("path_prefix",      parse_path_prefix,                           REQUIRED),
-    KEY_HOSTNAME("host",             R, host,                                     NO_DEFAULT),
-    KEY_BOOL    ("strip_prefix",     R, strip_prefix,                             "false"),
-    KEY_STR     ("upstream",         R, upstream,                                 REQUIRED),
-    KEY_CUSTOM  ("key",              parse_route_key,                             NO_DEFAULT),
-    KEY_U32     ("cost",             R, cost,                "1",   "1000",       "1"),
-    KEY_STR     ("cost_header",      R, cost_header,                              NO_DEFAULT),
-    KEY_U32     ("max_cost",         R, max_cost,            "1",   "1000",       "100"),
-    KEY_U32     ("priority",         R, priority,            "0",   "3",          "0"),
-    KEY_STR     ("priority_header",  R, priority_header,                          NO_DEFAULT),
-    KEY_CUSTOM  ("priority_allowed", parse_priority_allowed,                      NO_DEFAULT),
+    KEY_CUSTOM  ("path_prefix",        parse_path_prefix,                               REQUIRED),
+    KEY_HOSTNAME("host",               R, host,                                         NO_DEFAULT),
+    KEY_BOOL    ("strip_prefix",       R, strip_prefix,                                 "false"),
+    KEY_STR     ("upstream",           R, upstream,                                     REQUIRED),
+    KEY_CUSTOM  ("key",                parse_route_key,                                 NO_DEFAULT),
+    KEY_U32     ("cost",               R, cost,                  "1",    "1000",        "1"),
+    KEY_STR     ("cost_header",        R, cost_header,                                  NO_DEFAULT),
+    KEY_U32     ("max_cost",           R, max_cost,              "1",    "1000",        "100"),
+    KEY_U32     ("priority",           R, priority,              "0",    "3",           "0"),
+    KEY_STR     ("priority_header",    R, priority_header,                              NO_DEFAULT),
+    KEY_CUSTOM  ("priority_allowed",   parse_priority_allowed,                          NO_DEFAULT),
     KEY_END
 };
 static const struct schema_table route_table = {
@@ -554,14 +554,14 @@ static const struct schema_table route_table = {
 
 #define C struct conf
 static const struct schema_key conf_keys[] = {
-    KEY_LIST    ("listen",           C, listen, nlisten, "1", NULL, &listen_table, REQUIRED),
-    KEY_DURATION("drain_timeout",    C, drain_timeout_ms,    "0s",  "1h",         "30s"),
-    KEY_ENUM    ("log_level",        C, log_level, log_levels,                    "info"),
-    KEY_SECTION ("client",           C, client, &client_table),
-    KEY_OPTIONAL("admin",            C, admin, &admin_table, admin.enabled),
-    KEY_OPTIONAL("access_log",       C, access_log, &access_log_table, access_log.enabled),
-    KEY_NAMED_MAP("upstreams", C, upstreams, nupstreams, "1", NULL, &upstream_table, REQUIRED),
-    KEY_LIST    ("routes",           C, routes, nroutes, "1", NULL, &route_table, REQUIRED),
+    KEY_LIST    ("listen",             C, listen, nlisten, "1", NULL, &listen_table,    REQUIRED),
+    KEY_DURATION("drain_timeout",      C, drain_timeout_ms,      "0s",   "1h",          "30s"),
+    KEY_ENUM    ("log_level",          C, log_level, log_levels,                        "info"),
+    KEY_SECTION ("client",             C, client, &client_table),
+    KEY_OPTIONAL("admin",              C, admin, &admin_table, admin.enabled),
+    KEY_OPTIONAL("access_log",         C, access_log, &access_log_table, access_log.enabled),
+    KEY_NAMED_MAP("upstreams", C, upstreams, nupstreams, "1", NULL, &upstream_table,    REQUIRED),
+    KEY_LIST    ("routes",             C, routes, nroutes, "1", NULL, &route_table,     REQUIRED),
     KEY_END
 };
 static const struct schema_table conf_table = {.keys = conf_keys, .mark_off = SCHEMA_NOFIELD};
