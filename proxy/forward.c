@@ -32,6 +32,7 @@
 #include "proxy/log.h"
 #include "proxy/pool.h"
 #include "proxy/request.h"
+#include "proxy/rlfields.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
@@ -198,10 +199,10 @@ static void relay_start(struct request *r, struct evhttp_request *in)
      * sluice; the client is told of its own instead. */
     evhttp_remove_header(oh, "RateLimit");
     evhttp_remove_header(oh, "RateLimit-Policy");
-    request_add_ratelimit_headers(r, oh);
+    rlfields_add(r->upstream, r->route, r->key, r->key_len, oh);
     if (server_is_draining(r->server))
         evhttp_add_header(oh, "Connection", "close");
-    r->state = REQUEST_RELAYING;
+    request_set_state(r, REQUEST_RELAYING);
     client_bind(r, 1);
     evhttp_send_reply_start(r->client, evhttp_request_get_response_code(in), phrase ? phrase : "");
 }
@@ -209,17 +210,19 @@ static void relay_start(struct request *r, struct evhttp_request *in)
 static int headers_cb(struct evhttp_request *in, void *arg)
 {
     struct request *r = arg;
-    const struct conf_upstream *cu = upstream_conf(r->upstream);
     int64_t pause_ms;
 
     if (r->client == NULL)
         return 0;
-    pause_ms = upstream_feedback(r->upstream, evhttp_request_get_response_code(in),
+    pause_ms = upstream_feedback(r->upstream, r->key, r->key_len,
+                                 evhttp_request_get_response_code(in),
                                  evhttp_request_get_input_headers(in));
     /* Refused unprocessed (429): this answer is not the client's; the request goes
-     * again after the pause, while attempts and the pause stay within bounds. */
-    if (pause_ms >= 0 && r->attempts < cu->retry_max_attempts &&
-        (uint64_t)pause_ms <= cu->retry_max_wait_ms) {
+     * again after the pause, if this attempt was sent as one that may go again (its body
+     * kept: decided once, at send time, whatever a reload changed since), the pause is
+     * within bounds, and the queues are still served (not past drain_timeout). */
+    if (pause_ms >= 0 && r->retryable && (uint64_t)pause_ms <= r->retry_max_wait_ms &&
+        r->server->state != SERVER_STOPPING) {
         r->retrying = 1;
         return 0;
     }
@@ -278,38 +281,37 @@ static void error_cb(enum evhttp_request_error err, void *arg)
                                     r->tls_why, sizeof(r->tls_why));
 }
 
-/* Close the client connection without an answer (its answer had already started). */
-static void drop_client(struct request *r)
+/* The exchange is over (answered, failed or cancelled): give the connection back,
+ * free the in-flight slot. evhttp will not call us about `r->outgoing` again. */
+static void exchange_end(struct request *r, int reusable)
 {
-    struct evhttp_connection *evcon;
+    struct pool_conn *conn = r->conn;
 
-    request_unwatch_client(r);
-    client_bind(r, 0);
-    if (r->client == NULL)
-        return;
-    evcon = evhttp_request_get_connection(r->client);
-    r->client = NULL;
-    if (evcon != NULL)
-        evhttp_connection_free(evcon);
+    r->conn = NULL;
+    r->client_paused = 0;
+    upstream_request_done(r->upstream, conn, reusable);
+}
+
+/* The answer cannot be completed after it started: close the client connection, the
+ * only honest signal left (a truncated body must never look complete). */
+static void relay_failed(struct request *r, const char *reason, const char *why)
+{
+    r->reason = reason;
+    request_log(r, LOG_LEVEL_WARN, "%s mid-answer; closing client", why);
+    request_detach_client(r, REQUEST_CLOSE);
+    request_finish(r);
 }
 
 /* The upstream's answer was not valid HTTP (the gate refused it): 502 when nothing was
- * relayed yet, else close the client connection, the only honest signal left. */
+ * relayed yet, else close the client connection. */
 static void upstream_failed_invalid(struct request *r, enum http1_error e)
 {
-    struct upstream *u = r->upstream;
-
     if (r->state == REQUEST_RELAYING) {
-        r->reason = "upstream_invalid";
-        log_warn("req=%llu route=%s upstream=%s: invalid answer mid-body (%s); closing client",
-                 (unsigned long long)r->id, r->route->path_prefix, upstream_name(u),
-                 http1_error_text(e));
-        drop_client(r);
-        request_free(r);
+        relay_failed(r, "upstream_invalid", http1_error_text(e));
         return;
     }
     request_reply_error(r, 502, "upstream_invalid", 0, "upstream '%s' sent an invalid answer: %s",
-                        upstream_name(u), http1_error_text(e));
+                        upstream_name(r->upstream), http1_error_text(e));
 }
 
 static void done_cb(struct evhttp_request *in, void *arg)
@@ -319,15 +321,14 @@ static void done_cb(struct evhttp_request *in, void *arg)
     struct pool_conn *conn = r->conn;
     int code = in ? evhttp_request_get_response_code(in) : 0;
     int err = r->upstream_error - 1;
+    enum http1_error invalid = conn ? gate_error(conn->gate) : HTTP1_OK;
 
-    r->outgoing = NULL;
-    r->conn = NULL;
     if (r->retrying) {
         r->retrying = 0;
         if (code != 0 && r->client != NULL) {
-            log_info("req=%llu route=%s upstream=%s: refused with %d; queued again (attempt %u)",
-                     (unsigned long long)r->id, r->route->path_prefix, upstream_name(u), code,
-                     r->attempts);
+            request_log(r, LOG_LEVEL_INFO, "refused with %d; queued again (attempt %u)", code,
+                        r->attempts);
+            r->conn = NULL;
             upstream_request_retry(u, conn, r);
             return;
         }
@@ -340,54 +341,52 @@ static void done_cb(struct evhttp_request *in, void *arg)
     upstream_count_outcome(u, code != 0);
     if (code == 0) {
         /* No complete answer. No error recorded means evhttp never connected (it reports
-         * connect failures and connect timeouts by calling us without an error). */
-        enum http1_error invalid = conn ? gate_error(conn->gate) : HTTP1_OK;
-        /* A TLS session that failed cannot be resumed by evhttp's reconnect. */
-        upstream_request_done(u, conn, !upstream_is_tls(u));
-        if (invalid != HTTP1_OK) {
+         * connect failures and connect timeouts by calling us without an error). A TLS
+         * session that failed cannot be resumed by evhttp's reconnect. */
+        exchange_end(r, !upstream_is_tls(u));
+        if (invalid != HTTP1_OK)
             upstream_failed_invalid(r, invalid);
-        } else if (r->state == REQUEST_RELAYING) {
-            r->reason = "upstream_error";
-            log_warn("req=%llu route=%s upstream=%s: upstream failed mid-answer; closing client",
-                     (unsigned long long)r->id, r->route->path_prefix, upstream_name(u));
-            drop_client(r);
-            request_free(r);
-        } else if (r->tls_reason != NULL) {
+        else if (r->state == REQUEST_RELAYING)
+            relay_failed(r, "upstream_error", "upstream failed");
+        else if (r->tls_reason != NULL)
             request_reply_error(r, 502, r->tls_reason, 0, "upstream '%s': %s", upstream_name(u),
                                 r->tls_why);
-        } else if (err < 0) {
+        else if (err < 0)
             request_reply_error(r, 502, "upstream_connect", 0,
                                 "cannot connect to upstream '%s' (%s:%u)", upstream_name(u),
                                 upstream_conf(u)->host, upstream_conf(u)->port);
-        } else if (err == EVREQ_HTTP_TIMEOUT) {
+        else if (err == EVREQ_HTTP_TIMEOUT)
             request_reply_error(r, 504, "upstream_timeout", 0,
                                 "no answer from upstream '%s' within %llums", upstream_name(u),
                                 (unsigned long long)upstream_conf(u)->response_timeout_ms);
-        } else {
+        else
             request_reply_error(r, 502, "upstream_error", 0,
-                                "upstream '%s' closed the connection or sent an invalid answer",
+                                "upstream '%s' closed the connection without a complete answer",
                                 upstream_name(u));
-        }
         return;
     }
-
     if (r->client != NULL) {
+        struct evbuffer *rest = evhttp_request_get_input_buffer(in);
         if (r->state != REQUEST_RELAYING)
             relay_start(r, in);
-        struct evbuffer *rest = evhttp_request_get_input_buffer(in);
         r->bytes_out += evbuffer_get_length(rest);
         if (evbuffer_get_length(rest) > 0)
             evhttp_send_reply_chunk(r->client, rest);
-        request_unwatch_client(r);
-        client_bind(r, 0);
         evhttp_send_reply_end(r->client);
-        r->client = NULL;
+        request_detach_client(r, REQUEST_ANSWERED);
     }
-    log_debug("req=%llu route=%s upstream=%s: %d, queued %llums", (unsigned long long)r->id,
-              r->route->path_prefix, upstream_name(u), code,
-              (unsigned long long)request_queue_wait_ms(r));
-    upstream_request_done(u, conn, 1);
-    request_free(r);
+    request_log(r, LOG_LEVEL_DEBUG, "%d, queued %llums", code,
+                (unsigned long long)request_queue_wait_ms(r));
+    exchange_end(r, 1);
+    request_finish(r);
+}
+
+/* Cancel the exchange in progress; evhttp then calls error_cb(CANCEL) only, never
+ * done_cb, and lets go of r->outgoing (ours: freed with r). */
+static void cancel(struct request *r)
+{
+    if (r->conn != NULL && r->outgoing != NULL)
+        evhttp_cancel_request(r->outgoing);
 }
 
 /* The gate found the upstream's answer invalid (proxy/gate reports from its own event,
@@ -395,19 +394,12 @@ static void done_cb(struct evhttp_request *in, void *arg)
 static void invalid_cb(void *arg)
 {
     struct request *r = arg;
-    struct upstream *u = r->upstream;
-    struct pool_conn *conn = r->conn;
-    enum http1_error e = gate_error(conn->gate);
+    enum http1_error e = gate_error(r->conn->gate);
 
-    if (r->outgoing != NULL) {
-        struct evhttp_request *out = r->outgoing;
-        r->outgoing = NULL;
-        /* evhttp calls error_cb(CANCEL) only, never done_cb. */
-        evhttp_cancel_request(out);
-    }
-    r->conn = NULL;
-    upstream_count_outcome(u, 0);
-    upstream_request_done(u, conn, 0);
+    cancel(r);
+    r->retrying = 0;
+    upstream_count_outcome(r->upstream, 0);
+    exchange_end(r, 0);
     upstream_failed_invalid(r, e);
 }
 
@@ -421,79 +413,83 @@ void forward_start(struct request *r, struct pool_conn *conn)
     bufferevent_data_cb writecb;
     char target[8192];
 
+    r->conn = conn;
     if (build_target(r, target, sizeof(target)) != 0) {
-        upstream_request_done(r->upstream, conn, 1);
+        exchange_end(r, 1);
         request_reply_error(r, 414, "uri_too_long", 0, "request target too long");
         return;
     }
+    /* The previous attempt's request (a 429 before this one) is long done with. */
+    if (r->outgoing != NULL) {
+        evhttp_request_free(r->outgoing);
+        r->outgoing = NULL;
+    }
     out = evhttp_request_new(done_cb, r);
     if (out == NULL) {
-        upstream_request_done(r->upstream, conn, 1);
+        exchange_end(r, 1);
         request_reply_error(r, 502, "upstream_error", 0, "out of memory");
         return;
     }
+    /* Ours, not evhttp's: freed with r from the reaper, never while evhttp may still
+     * touch it (it reads it after done_cb returns, and on every failure path). */
+    evhttp_request_own(out);
+    r->outgoing = out;
     evhttp_request_set_header_cb(out, headers_cb);
     evhttp_request_set_chunked_cb(out, body_cb);
     evhttp_request_set_error_cb(out, error_cb);
     copy_request_headers(r, out);
+    r->attempts++;
+    /* Whether this attempt may be sent again after a 429 is decided now, with the body
+     * kept for it or not: a reload before the answer cannot change it. */
+    r->retryable = cu->feedback && r->attempts < cu->retry_max_attempts;
+    r->retry_max_wait_ms = cu->retry_max_wait_ms;
     if (evbuffer_get_length(body) > 0 || method == EVHTTP_REQ_POST || method == EVHTTP_REQ_PUT ||
         method == EVHTTP_REQ_PATCH) {
         char len[24];
         snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
         evhttp_add_header(evhttp_request_get_output_headers(out), "Content-Length", len);
-        /* The body is never copied: moved, or when it may have to be sent again (the
-         * upstream may answer 429), shared by reference with the client's buffer. */
-        if (cu->feedback && cu->retry_max_attempts > 1)
+        /* The body is never copied: moved, or when it may have to be sent again, shared
+         * by reference with the client's buffer (empty bodies need neither). */
+        if (r->retryable && evbuffer_get_length(body) > 0)
             evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(out), body);
         else
             evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);
     }
-    r->conn = conn;
-    r->outgoing = out;
     r->sent_ns = clock_now_ns();
+    r->upstream_error = 0;
+    r->tls_reason = NULL;
     /* The answer is checked before evhttp reads it: a HEAD answer has no body. */
     gate_expect_response(conn->gate, method == EVHTTP_REQ_HEAD);
     gate_on_error(conn->gate, invalid_cb, r);
-    r->attempts++;
-    r->upstream_error = 0;
-    r->tls_reason = NULL;
-    log_debug("req=%llu route=%s upstream=%s: released after %llums -> %s",
-              (unsigned long long)r->id, r->route->path_prefix, cu->name,
-              (unsigned long long)request_queue_wait_ms(r), target);
+    request_log(r, LOG_LEVEL_DEBUG, "released after %llums -> %s",
+                (unsigned long long)request_queue_wait_ms(r), target);
     if (evhttp_make_request(conn->evcon, out, method, target) != 0) {
-        /* evhttp freed `out`. */
-        r->outgoing = NULL;
-        r->conn = NULL;
-        upstream_request_done(r->upstream, conn, 0);
+        /* Unlinked from the connection, not freed (ours). */
+        exchange_end(r, 0);
         request_reply_error(r, 502, "upstream_connect", 0, "cannot connect to upstream '%s'",
                             cu->name);
         return;
     }
+    /* evhttp may have failed the exchange inside evhttp_make_request (a connect that
+     * fails at once): then r is DONE and conn already given back. */
+    if (request_done(r) || r->conn != conn)
+        return;
     /* A connection that is still connecting uses the connect timeout until it is up;
      * evhttp then applies the connection's own (response) timeout. evhttp installs no
      * write callback until connected (while sending, it has one), which is how we tell. */
     bev = evhttp_connection_get_bufferevent(conn->evcon);
     bufferevent_getcb(bev, NULL, &writecb, NULL, NULL);
     if (writecb == NULL) {
-        struct timeval tv = {(time_t)(cu->connect_timeout_ms / 1000),
-                             (suseconds_t)((cu->connect_timeout_ms % 1000) * 1000)};
+        struct timeval tv = clock_ms_timeval(cu->connect_timeout_ms);
         bufferevent_set_timeouts(bev, &tv, &tv);
     }
 }
 
 void forward_abort(struct request *r)
 {
-    struct upstream *u = r->upstream;
-    struct pool_conn *conn = r->conn;
-
-    if (r->outgoing != NULL) {
-        struct evhttp_request *out = r->outgoing;
-        r->outgoing = NULL;
-        /* Resets the connection; evhttp calls error_cb(CANCEL) only, never done_cb. */
-        evhttp_cancel_request(out);
-    }
-    r->conn = NULL;
-    drop_client(r);
-    upstream_request_done(u, conn, !upstream_is_tls(u));
-    request_free(r);
+    cancel(r);
+    r->retrying = 0;
+    if (r->conn != NULL)
+        exchange_end(r, !upstream_is_tls(r->upstream));
+    request_finish(r);
 }

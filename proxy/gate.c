@@ -21,12 +21,15 @@
 
 struct gate {
     struct http1_stream stream;
-    struct evbuffer *input;             /* the bufferevent's input, while attached */
+    struct bufferevent *bev;            /* the bufferevent it is attached to */
+    struct evbuffer *input;             /* its input */
     struct evbuffer_cb_entry *cb;       /* our callback on it */
     struct evbuffer *side;              /* scratch for rewrites, empty between calls */
     struct event *error_ev;             /* upstream gates: reports an error from the loop */
     gate_error_fn *on_error;
     void *arg;
+    void (*on_input)(void *arg); /* client gates: after every input run */
+    void *input_arg;
     int busy;      /* inside our own rewrite: ignore the callbacks it causes */
     int reported;  /* on_error has been scheduled */
 };
@@ -117,6 +120,8 @@ static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     g->busy = 1;
     gate_run(g, buf, raw);
     g->busy = 0;
+    if (g->on_input != NULL)
+        g->on_input(g->input_arg);
     if (g->stream.error != HTTP1_OK && g->error_ev != NULL && !g->reported) {
         g->reported = 1;
         event_active(g->error_ev, EV_TIMEOUT, 1);
@@ -149,6 +154,7 @@ void gate_on_error(struct gate *g, gate_error_fn *fn, void *arg)
 
 int gate_attach(struct gate *g, struct bufferevent *bev)
 {
+    g->bev = bev;
     g->input = bufferevent_get_input(bev);
     g->cb = evbuffer_add_cb(g->input, input_cb, g);
     return g->cb != NULL ? 0 : -1;
@@ -184,4 +190,31 @@ enum http1_error gate_error(const struct gate *g) { return g->stream.error; }
 uint64_t gate_refused_message(const struct gate *g)
 {
     return g->stream.error != HTTP1_OK ? g->stream.error_message : 0;
+}
+
+void gate_on_input(struct gate *g, void (*on_input)(void *arg), void *arg)
+{
+    g->on_input = on_input;
+    g->input_arg = arg;
+}
+
+int gate_head_pending(const struct gate *g) { return http1_stream_head_pending(&g->stream); }
+
+uint64_t gate_cut(struct gate *g)
+{
+    const char *standin;
+    size_t len;
+    uint64_t n = http1_stream_cut(&g->stream, &standin, &len);
+
+    if (n == 0)
+        return 0;
+    g->busy = 1;
+    evbuffer_add(g->input, standin, len);
+    g->busy = 0;
+    /* evhttp reads only when its socket has news: tell it now, if it is waiting for a
+     * request at all (reading enabled; while it handles one, it has reading off and
+     * reads the stand-in after its answer). */
+    if (bufferevent_get_enabled(g->bev) & EV_READ)
+        bufferevent_trigger(g->bev, EV_READ, 0);
+    return n;
 }

@@ -59,4 +59,19 @@ enum http1_error gate_error(const struct gate *g);
  * when none was. */
 uint64_t gate_refused_message(const struct gate *g);
 
+/* Client gates: after each input run, on_input(arg) is told (the front end follows
+ * whether a head is pending, for its header deadline). */
+void gate_on_input(struct gate *g, void (*on_input)(void *arg), void *arg);
+
+/* Client gates: a head is in progress (some of it arrived, not all). */
+int gate_head_pending(const struct gate *g);
+
+/* Client gates: stop the connection here for a reason of the caller's: what already
+ * went through stays, a stand-in head follows it, nothing more is read. evhttp is
+ * prodded to read the stand-in now when it is waiting for a request (else it reads it
+ * after the answer it is busy with). Returns the stand-in's request number (the front
+ * end answers that request with its reason), 0 when the gate had already stopped. The
+ * front end's request callback may run before this returns. */
+uint64_t gate_cut(struct gate *g);
+
 #endif

@@ -1072,6 +1072,22 @@ static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len,
     return i;
 }
 
+uint64_t http1_stream_cut(struct http1_stream *s, const char **standin, size_t *len)
+{
+    if (s->kind != HTTP1_STREAM_REQUESTS || s->phase == HTTP1_PHASE_DEAD)
+        return 0;
+    s->phase = HTTP1_PHASE_DEAD;
+    s->messages++;
+    *standin = http1_standin_request;
+    *len = sizeof(http1_standin_request) - 1;
+    return s->messages;
+}
+
+int http1_stream_head_pending(const struct http1_stream *s)
+{
+    return s->kind == HTTP1_STREAM_REQUESTS && s->phase == HTTP1_PHASE_HEAD && s->hold_len > 0;
+}
+
 size_t http1_stream_feed(struct http1_stream *s, const char *in, size_t len, struct http1_op *ops,
                          size_t *nops)
 {

@@ -208,6 +208,16 @@ void http1_stream_expect_response(struct http1_stream *s, int head_request);
 size_t http1_stream_feed(struct http1_stream *s, const char *in, size_t len,
                          struct http1_op *ops, size_t *nops);
 
+/* Requests: stop reading here for a reason of the caller's (a head that took too long,
+ * a connection over the cap), as if the next message had been refused: the stream goes
+ * DEAD (error stays as it was) and *standin / *len are the stand-in head to put after
+ * what already went through. Returns the number of the stand-in message, or 0 when the
+ * stream was already dead (nothing to add). */
+uint64_t http1_stream_cut(struct http1_stream *s, const char **standin, size_t *len);
+
+/* Requests: a head is in progress (bytes of it arrived, not all of it yet). */
+int http1_stream_head_pending(const struct http1_stream *s);
+
 /* Text of the head a refused request is replaced by, so that evhttp hands the
  * connection's next request to the front end, which answers it with the error. */
 extern const char http1_standin_request[];

@@ -25,6 +25,7 @@
 #include "proxy/frontend.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/confgen.h"
 #include "proxy/reload.h"
 #include "proxy/request.h"
 #include "proxy/router.h"
@@ -53,12 +54,6 @@ static void usage(FILE *out)
                  "access log\n");
 }
 
-static struct timeval ms_to_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    return tv;
-}
-
 void server_check_idle(struct server *s)
 {
     if (s->state != SERVER_RUNNING && s->requests_open == 0 && s->stop_check != NULL)
@@ -79,7 +74,7 @@ static void stop_check_cb(evutil_socket_t fd, short what, void *arg)
     /* Idle keep-alive clients may hold connections open: give the last answers a
      * moment to be written, then go. */
     if (!evtimer_pending(s->grace_timer, NULL)) {
-        tv = ms_to_tv(EXIT_GRACE_MS);
+        tv = clock_ms_timeval(EXIT_GRACE_MS);
         evtimer_add(s->grace_timer, &tv);
     }
 }
@@ -110,6 +105,9 @@ static void reload_signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg) { reload_reap(arg); }
+
+/* Requests that ended are freed here, outside the callbacks that ended them. */
+static void request_reaper_cb(evutil_socket_t fd, short what, void *arg) { request_reap(arg); }
 
 static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -143,7 +141,7 @@ static void shutdown_signal_cb(evutil_socket_t sig, short what, void *arg)
              (unsigned long long)s->conf->drain_timeout_ms);
     s->state = SERVER_DRAINING;
     frontend_stop_accepting(s->frontend);
-    tv = ms_to_tv(s->conf->drain_timeout_ms);
+    tv = clock_ms_timeval(s->conf->drain_timeout_ms);
     evtimer_add(s->drain_timer, &tv);
     server_check_idle(s);
 }
@@ -259,6 +257,7 @@ static void server_stop(struct server *s)
         upstream_free(s->retired[i]);
     free(s->retired);
     router_free(s->router);
+    request_reap(s);
     /* Last: freeing requests above still reports them. */
     accesslog_close(s->access);
     s->access = NULL;
@@ -342,7 +341,8 @@ int main(int argc, char **argv)
     sig_usr1 = evsignal_new(s.base, SIGUSR1, reopen_signal_cb, &s);
     sig_hup = evsignal_new(s.base, SIGHUP, reload_signal_cb, &s);
     s.reap = event_new(s.base, -1, 0, reap_cb, &s);
-    if (s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL || s.grace_timer == NULL ||
+    s.request_reaper = event_new(s.base, -1, 0, request_reaper_cb, &s);
+    if (s.request_reaper == NULL || s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL || s.grace_timer == NULL ||
         sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
         evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
         evsignal_add(sig_usr1, NULL) != 0 || sig_hup == NULL || s.reap == NULL ||
@@ -369,6 +369,8 @@ out:
         event_free(sig_hup);
     if (s.reap != NULL)
         event_free(s.reap);
+    if (s.request_reaper != NULL)
+        event_free(s.request_reaper);
     if (s.drain_timer != NULL)
         event_free(s.drain_timer);
     if (s.stop_check != NULL)

@@ -2,6 +2,7 @@
  * proxy/reload: apply a new configuration to the running server. See reload.h.
  */
 #include "proxy/reload.h"
+#include "proxy/confgen.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,29 +24,6 @@
 _Static_assert((int)CONF_LOG_ERROR == (int)LOG_LEVEL_ERROR &&
                    (int)CONF_LOG_DEBUG == (int)LOG_LEVEL_DEBUG,
                "conf and log levels must match");
-
-struct confgen *confgen_new(struct conf *c)
-{
-    struct confgen *g = calloc(1, sizeof(*g));
-
-    if (g == NULL) {
-        conf_free(c);
-        return NULL;
-    }
-    g->conf = c;
-    g->refs = 1;
-    return g;
-}
-
-void confgen_hold(struct confgen *g) { g->refs++; }
-
-void confgen_release(struct confgen *g)
-{
-    if (g == NULL || --g->refs > 0)
-        return;
-    conf_free(g->conf);
-    free(g);
-}
 
 static int same_str(const char *a, const char *b)
 {

@@ -13,9 +13,7 @@
  *   - routes are rebuilt; requests already routed keep the route they had.
  * A failed reload logs FILE:LINE:COL and leaves the old config serving.
  *
- * Config generations are reference counted (struct confgen): the server holds the
- * current one, every request holds the one it was routed with, and a retired upstream
- * the one it was configured with; a generation is freed when its last holder lets go.
+ * Config generations (proxy/confgen) keep what requests already routed point into.
  */
 #ifndef SLUICE_PROXY_RELOAD_H
 #define SLUICE_PROXY_RELOAD_H
@@ -24,17 +22,6 @@
 
 struct conf;
 struct server;
-
-struct confgen {
-    struct conf *conf; /* owned */
-    size_t refs;
-};
-
-/* Wrap a loaded conf; the caller holds the one reference. NULL on out-of-memory
- * (the conf is then freed). */
-struct confgen *confgen_new(struct conf *c);
-void confgen_hold(struct confgen *g);
-void confgen_release(struct confgen *g); /* frees the conf with the last reference; NULL ok */
 
 /* Reload s->conf->path. Returns 0 (applied) or -1 (logged; nothing changed). */
 int reload_config(struct server *s);

@@ -1,6 +1,13 @@
 /*
- * proxy/request: the per-request context and the answers sluice produces itself.
- * See request.h for who owns a request when.
+ * proxy/request: the per-request context, its one state, and the answers sluice
+ * produces itself. See request.h for who holds a request when.
+ *
+ * Ending a request is two steps, so that nothing ever runs on freed memory:
+ *   request_finish: the request is over (DONE): client let go, reported, unlinked from
+ *                   the server's open list, put on the server's reap list;
+ *   request_reap:   from the server's reaper event (after the callback chain that
+ *                   finished it has unwound), the memory and what it holds are freed.
+ * This is PgBouncer's JUSTFREE / Redis's freeClientAsync.
  */
 #include "proxy/request.h"
 
@@ -10,19 +17,17 @@
 #include <event2/http.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf/conf.h"
-#include "limiter/dispatch.h"
+#include "proxy/accesslog.h"
 #include "proxy/clock.h"
+#include "proxy/confgen.h"
 #include "proxy/forward.h"
 #include "proxy/frontend.h"
-#include "proxy/accesslog.h"
-#include "proxy/log.h"
 #include "proxy/metrics.h"
-#include "proxy/reload.h"
+#include "proxy/rlfields.h"
 #include "proxy/server.h"
 #include "proxy/upstream.h"
 
@@ -62,7 +67,70 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
     return r;
 }
 
-static void request_report(struct request *r)
+void request_set_state(struct request *r, enum request_state state)
+{
+    /* DONE is entered only through request_finish, and never left. */
+    if (r->state != REQUEST_DONE && state != REQUEST_DONE)
+        r->state = state;
+}
+
+void request_log(const struct request *r, enum log_level level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_write(level, "req=%llu route=%s upstream=%s: %s", (unsigned long long)r->id,
+              r->route ? r->route->path_prefix : "-",
+              r->upstream ? upstream_name(r->upstream) : "-", msg);
+}
+
+static void unwatch_client(struct request *r)
+{
+    if (r->client_watch != NULL) {
+        event_free(r->client_watch);
+        r->client_watch = NULL;
+    }
+}
+
+void request_detach_client(struct request *r, enum request_detach how)
+{
+    struct evhttp_request *client = r->client;
+    struct evhttp_connection *evcon;
+
+    unwatch_client(r);
+    if (client == NULL)
+        return;
+    r->client = NULL;
+    evcon = evhttp_request_get_connection(client);
+    /* First unbind, so that closing the connection below cannot report a hang-up back
+     * to this request (request_client_closed): the client side ends here, once. */
+    if (r->client_bound) {
+        if (evcon != NULL)
+            frontend_bind_request(r->server->frontend, evcon, NULL);
+        r->client_bound = 0;
+    }
+    switch (how) {
+    case REQUEST_ANSWERED:
+        break; /* evhttp writes the answer, then keeps or closes the connection */
+    case REQUEST_CLOSE:
+        if (evcon != NULL)
+            evhttp_connection_free(evcon); /* frees evhttp's request with it */
+        break;
+    case REQUEST_GONE:
+        /* evhttp detaches an unfinished request from a failed connection and leaves it
+         * to us; one still attached is freed by evhttp with the connection. */
+        if (evcon == NULL)
+            evhttp_request_free(client);
+        break;
+    }
+}
+
+static void report(struct request *r)
 {
     struct server *s = r->server;
     const char *route = r->route ? r->route->path_prefix : NULL;
@@ -73,7 +141,7 @@ static void request_report(struct request *r)
         r->status = 499; /* nginx's "client closed request" */
         r->reason = "client_closed";
     }
-    if (r->state != REQUEST_ADMITTING && r->waiter.enqueued_ns != 0)
+    if (r->waiter.enqueued_ns != 0)
         queue_ns = (r->released_ns ? r->released_ns : clock_now_ns()) - r->arrived_ns;
     if (r->sent_ns != 0 && r->headers_ns != 0)
         upstream_ns = r->headers_ns - r->sent_ns;
@@ -99,27 +167,53 @@ static void request_report(struct request *r)
     }
 }
 
-void request_free(struct request *r)
+void request_finish(struct request *r)
 {
     struct server *s;
 
-    if (r == NULL)
+    if (r == NULL || r->state == REQUEST_DONE)
         return;
     s = r->server;
+    request_detach_client(r, REQUEST_CLOSE); /* still attached: it got no answer */
+    r->state = REQUEST_DONE;
+    report(r);
+    /* Out of the open list, onto the reap list (same links). */
     if (r->all_prev != NULL)
         r->all_prev->all_next = r->all_next;
     else
         s->requests = r->all_next;
     if (r->all_next != NULL)
         r->all_next->all_prev = r->all_prev;
-    request_unwatch_client(r);
-    request_report(r);
-    free(r->target);
-    free(r->user_agent);
-    confgen_release(r->gen);
-    free(r);
+    r->all_prev = NULL;
+    r->all_next = s->reap_requests;
+    s->reap_requests = r;
+    if (s->request_reaper != NULL)
+        event_active(s->request_reaper, EV_TIMEOUT, 1);
     s->requests_open--;
     server_check_idle(s);
+}
+
+void request_reap(struct server *s)
+{
+    while (s->reap_requests != NULL) {
+        struct request *r = s->reap_requests;
+        s->reap_requests = r->all_next;
+        /* Ours since evhttp_request_own: evhttp has let go of both by now. */
+        if (r->outgoing != NULL)
+            evhttp_request_free(r->outgoing);
+        if (r->spent != NULL)
+            evhttp_request_free(r->spent);
+        free(r->target);
+        free(r->user_agent);
+        confgen_release(r->gen);
+        free(r);
+    }
+}
+
+uint64_t request_queue_wait_ms(const struct request *r)
+{
+    uint64_t end = r->released_ns ? r->released_ns : clock_now_ns();
+    return end > r->arrived_ns ? (end - r->arrived_ns) / NS_PER_MS : 0;
 }
 
 void request_forget_target(struct request *r)
@@ -129,49 +223,6 @@ void request_forget_target(struct request *r)
     r->target = NULL;
     r->user_agent = NULL;
     r->method = "-";
-}
-
-uint64_t request_queue_wait_ms(const struct request *r)
-{
-    uint64_t end = r->released_ns ? r->released_ns : clock_now_ns();
-    return end > r->arrived_ns ? (end - r->arrived_ns) / NS_PER_MS : 0;
-}
-
-void request_add_ratelimit_headers(const struct request *r, struct evkeyvalq *out)
-{
-    const struct dispatch *d;
-    const struct conf_upstream *cu;
-    const struct conf_limit *lim;
-    const char *policy;
-    double tokens;
-    uint64_t now = clock_now_ns();
-    char buf[128];
-    unsigned long window_s, reset_s;
-
-    /* Only for routes that sort clients by key: it is the client's own budget they tell. */
-    if (r->upstream == NULL || r->route == NULL || r->route->key_source == CONF_KEY_NONE)
-        return;
-    d = upstream_dispatch(r->upstream);
-    cu = upstream_conf(r->upstream);
-    /* The client's own budget when keys have limits, else the upstream's shared one. */
-    if (cu->fairness.nkey_limits > 0 && dispatch_nkey_limits(d) > 0) {
-        lim = &cu->fairness.key_limits[0];
-        tokens = dispatch_key_tokens(d, r->key, r->key_len, 0, now);
-        policy = "key";
-    } else {
-        lim = &cu->limits[0];
-        tokens = dispatch_tokens(d, 0, now);
-        policy = "upstream";
-    }
-    if (tokens < 0)
-        tokens = 0;
-    window_s = (unsigned long)ceil(lim->burst_tokens / lim->rate_per_sec);
-    reset_s = (unsigned long)ceil((lim->burst_tokens - tokens) / lim->rate_per_sec);
-    snprintf(buf, sizeof(buf), "\"%s\";q=%lu;w=%lu", policy, (unsigned long)lim->burst_tokens,
-             window_s ? window_s : 1);
-    evhttp_add_header(out, "RateLimit-Policy", buf);
-    snprintf(buf, sizeof(buf), "\"%s\";r=%lu;t=%lu", policy, (unsigned long)floor(tokens), reset_s);
-    evhttp_add_header(out, "RateLimit", buf);
 }
 
 const char *request_method_name(int cmd)
@@ -242,17 +293,8 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-
-    if (status >= 500)
-        log_warn("req=%llu route=%s upstream=%s: %d %s: %s", (unsigned long long)r->id,
-                 r->route ? r->route->path_prefix : "-",
-                 r->upstream ? upstream_name(r->upstream) : "-", status, reason, msg);
-    else
-        log_info("req=%llu route=%s upstream=%s: %d %s: %s", (unsigned long long)r->id,
-                 r->route ? r->route->path_prefix : "-",
-                 r->upstream ? upstream_name(r->upstream) : "-", status, reason, msg);
-
-    request_unwatch_client(r);
+    request_log(r, status >= 500 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "%d %s: %s", status, reason,
+                msg);
     r->status = status;
     r->reason = reason;
     if (r->client != NULL) {
@@ -265,7 +307,7 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
             evhttp_add_header(out, "Retry-After", num);
         }
         if (status == 503)
-            request_add_ratelimit_headers(r, out);
+            rlfields_add(r->upstream, r->route, r->key, r->key_len, out);
         if (r->released_ns != 0 || r->state == REQUEST_QUEUED) {
             snprintf(num, sizeof(num), "%llu", (unsigned long long)request_queue_wait_ms(r));
             evhttp_add_header(out, "Sluice-Queue-Wait", num);
@@ -284,91 +326,61 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
         evhttp_send_reply(r->client, status, status_phrase(status), body);
         if (body != NULL)
             evbuffer_free(body);
-        r->client = NULL;
+        request_detach_client(r, REQUEST_ANSWERED);
     }
-    request_free(r);
+    request_finish(r);
 }
 
-/* The client is gone: take the request out of wherever it is and free it. The client's
- * evhttp request has already been dealt with (r->client is NULL). */
-static void request_withdraw(struct request *r)
+/* The client is gone (its side already detached): take the request out of wherever it
+ * is, and finish it. */
+static void withdraw(struct request *r)
 {
     switch (r->state) {
     case REQUEST_QUEUED:
         upstream_withdraw(r->upstream, r);
-        request_free(r);
+        request_finish(r);
         break;
     case REQUEST_IN_FLIGHT:
     case REQUEST_RELAYING:
-        forward_abort(r);
+        forward_abort(r); /* cancels the exchange and finishes r */
         break;
     case REQUEST_ADMITTING:
-        request_free(r);
+        request_finish(r);
+        break;
+    case REQUEST_DONE:
         break;
     }
 }
 
-static void log_client_left(const struct request *r, const char *when)
-{
-    log_info("req=%llu route=%s upstream=%s: client closed the connection %s",
-             (unsigned long long)r->id, r->route ? r->route->path_prefix : "-",
-             r->upstream ? upstream_name(r->upstream) : "-", when);
-}
-
-/* EV_CLOSED on the client socket while queued (or in flight after queueing): evhttp is
- * not reading that socket, so the connection is ours to close. */
+/* EV_CLOSED on the client socket while watched: evhttp is not reading that socket, so
+ * the connection is ours to close. */
 static void client_closed_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct request *r = arg;
-    struct evhttp_connection *evcon = evhttp_request_get_connection(r->client);
 
-    log_client_left(r, r->state == REQUEST_QUEUED ? "while queued" : "while in flight");
-    request_unwatch_client(r);
-    /* Freeing the connection below must not also report it through the relay binding
-     * (request_client_closed): the request is withdrawn exactly once, here. */
-    if (r->client_bound && evcon != NULL) {
-        frontend_bind_request(r->server->frontend, evcon, NULL);
-        r->client_bound = 0;
-    }
-    r->client = NULL;
-    /* Frees evhttp's request with it; nobody will write to that client. */
-    if (evcon != NULL)
-        evhttp_connection_free(evcon);
-    request_withdraw(r);
+    request_log(r, LOG_LEVEL_INFO, "client closed the connection %s",
+                r->state == REQUEST_QUEUED ? "while queued" : "while in flight");
+    request_detach_client(r, REQUEST_CLOSE);
+    withdraw(r);
 }
 
 void request_client_closed(struct request *r)
 {
-    struct evhttp_request *orphan = r->client;
-
-    log_client_left(r, "during the answer");
-    /* evhttp detaches an unfinished request from a failed connection and leaves it to
-     * us; one still attached is freed by evhttp with the connection. */
-    r->client = NULL;
-    r->client_bound = 0;
-    if (orphan != NULL && evhttp_request_get_connection(orphan) == NULL)
-        evhttp_request_free(orphan);
-    request_withdraw(r);
+    request_log(r, LOG_LEVEL_INFO, "client closed the connection during the answer");
+    r->client_bound = 0; /* evhttp is calling us from that binding */
+    request_detach_client(r, REQUEST_GONE);
+    withdraw(r);
 }
 
 void request_abort_all(struct server *s)
 {
     while (s->requests != NULL) {
         struct request *r = s->requests;
-        struct evhttp_connection *evcon =
-            r->client ? evhttp_request_get_connection(r->client) : NULL;
 
         log_info("req=%llu: stopping now; closing its client connection",
                  (unsigned long long)r->id);
-        request_unwatch_client(r);
-        if (r->client_bound && evcon != NULL) {
-            frontend_bind_request(s->frontend, evcon, NULL);
-            r->client_bound = 0;
-        }
-        r->client = NULL;
-        if (evcon != NULL)
-            evhttp_connection_free(evcon);
-        request_withdraw(r); /* frees r, which unlinks it */
+        request_detach_client(r, REQUEST_CLOSE);
+        withdraw(r); /* finishes r, which unlinks it */
     }
 }
 
@@ -396,12 +408,4 @@ int request_watch_client(struct request *r)
         return -1;
     }
     return 0;
-}
-
-void request_unwatch_client(struct request *r)
-{
-    if (r->client_watch != NULL) {
-        event_free(r->client_watch);
-        r->client_watch = NULL;
-    }
 }

@@ -51,8 +51,10 @@ struct server {
     struct admin *admin;      /* NULL without admin */
     enum server_state state;
     uint64_t next_request_id;  /* request ids in logs, from 1 */
-    size_t requests_open;      /* struct request alive: queued, in flight or replying */
+    size_t requests_open;      /* struct request not DONE: queued, in flight or replying */
     struct request *requests;  /* those requests, linked (request_abort_all) */
+    struct request *reap_requests; /* DONE, to be freed by request_reaper (proxy/request) */
+    struct event *request_reaper;  /* activated when a request is DONE */
     struct event *drain_timer; /* fires at drain_timeout: answer what is still queued */
     struct event *stop_check;  /* activated when a request or connection ends while draining */
     struct event *grace_timer; /* last answers get this long to be written before exit */

@@ -35,7 +35,7 @@
 #include "proxy/log.h"
 #include "proxy/pool.h"
 #include "proxy/request.h"
-#include "proxy/reload.h"
+#include "proxy/confgen.h"
 #include "proxy/server.h"
 #include "proxy/tls.h"
 
@@ -219,14 +219,13 @@ void upstream_submit(struct upstream *u, struct request *r)
     case DISPATCH_QUEUED:
         u->stats.admitted++;
         queue_entered(u, &r->waiter);
-        r->state = REQUEST_QUEUED;
+        request_set_state(r, REQUEST_QUEUED);
         kick(u, r, &released);
         /* Still queued after the kick: watch for the client leaving. A request released
          * at once is not watched, which keeps the pass-through path free of extra
-         * syscalls; its upstream response timeout bounds it. (Once released, `r` may
-         * already be answered and freed: it is not touched again.) */
+         * syscalls; its upstream response timeout bounds it. */
         if (!released && request_watch_client(r) != 0)
-            log_warn("req=%llu: cannot watch the client socket", (unsigned long long)r->id);
+            request_log(r, LOG_LEVEL_WARN, "cannot watch the client socket");
         return;
     case DISPATCH_FULL:
         u->stats.refused_full++;
@@ -266,16 +265,17 @@ void upstream_request_retry(struct upstream *u, struct pool_conn *conn, struct r
     dispatch_requeue_head(u->dispatch, &r->waiter);
     queue_entered(u, &r->waiter);
     u->stats.retried++;
-    r->state = REQUEST_QUEUED;
+    request_set_state(r, REQUEST_QUEUED);
     r->released_ns = 0;
     r->status = 0;
     r->reason = NULL;
     if (request_watch_client(r) != 0)
-        log_warn("req=%llu: cannot watch the client socket", (unsigned long long)r->id);
+        request_log(r, LOG_LEVEL_WARN, "cannot watch the client socket");
     event_active(u->timer, EV_TIMEOUT, 1);
 }
 
-int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *h)
+int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, int code,
+                          struct evkeyvalq *h)
 {
     struct feedback_headers fh = {
         .retry_after = evhttp_find_header(h, "Retry-After"),
@@ -337,7 +337,7 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
                                 "cannot create a connection to upstream '%s'", u->conf->name);
             continue;
         }
-        r->state = REQUEST_IN_FLIGHT;
+        request_set_state(r, REQUEST_IN_FLIGHT);
         forward_start(r, conn);
     }
     /* After releasing: a waiter whose token comes due exactly at its deadline goes. */
@@ -356,10 +356,7 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
             event_active(u->server->reap, EV_TIMEOUT, 1);
         return;
     }
-    /* Round up: waking a microsecond early would find no token and spin once more. */
-    wake = wake > now ? wake - now + 999 : 0;
-    tv.tv_sec = (time_t)(wake / NS_PER_SEC);
-    tv.tv_usec = (suseconds_t)((wake % NS_PER_SEC) / 1000);
+    tv = clock_ns_timeval(wake > now ? wake - now : 0);
     evtimer_add(u->timer, &tv);
 }
 

@@ -76,7 +76,8 @@ int upstream_idle(const struct upstream *u);
  * time it names (1 s when a 429 names none). Returns the pause in ms, or -1 when the
  * answer is not a refusal. */
 struct evkeyvalq;
-int64_t upstream_feedback(struct upstream *u, int code, struct evkeyvalq *headers);
+int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, int code,
+                          struct evkeyvalq *headers);
 
 /* The upstream refused `r` unprocessed: give its connection back, and put it back at
  * the head of the queue to go again after the pause (its tokens stay spent). */
