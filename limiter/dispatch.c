@@ -244,6 +244,19 @@ static uint64_t sat_mul(uint64_t a, uint64_t b)
     return a != 0 && b > UINT64_MAX / a ? UINT64_MAX : a * b;
 }
 
+/* When the waiters of flow `f` may go again as far as pauses go: the later of the
+ * upstream-wide pause and f's own, or `now` when neither holds them. */
+static uint64_t pause_end(const struct dispatch *d, const struct fairq_flow *f, uint64_t now)
+{
+    uint64_t end = now;
+
+    if (d->pause_until_ns > end)
+        end = d->pause_until_ns;
+    if (fairq_flow_paused_until(f) > end)
+        end = fairq_flow_paused_until(f);
+    return end;
+}
+
 /* The predicted wait of a newcomer of cost `cost` in flow `f` (see dispatch_submit_key). */
 static uint64_t dispatch_predict(const struct dispatch *d, const struct fairq_flow *f,
                                  uint64_t cost, uint64_t now)
@@ -255,12 +268,14 @@ static uint64_t dispatch_predict(const struct dispatch *d, const struct fairq_fl
     if (need > total)
         need = total;
 
-    uint64_t wait = dispatch_wait_ns(d, need, now);
-    uint64_t key_wait = fairq_flow_wait_ns(d->fq, f, own, now);
+    /* Nothing of f goes before its pauses end; the tokens it needs are counted from then
+     * (buckets fill up to their burst meanwhile, no further). */
+    uint64_t start = pause_end(d, f, now);
+    uint64_t wait = dispatch_wait_ns(d, need, start);
+    uint64_t key_wait = fairq_flow_wait_ns(d->fq, f, own, start);
     if (key_wait > wait)
         wait = key_wait;
-    if (d->pause_until_ns > now && d->pause_until_ns - now > wait)
-        wait = d->pause_until_ns - now;
+    wait = sat_add(wait, start - now);
     if (budget_on(d, now)) {
         /* Requests ahead of it by the same reasoning, plus itself. */
         uint64_t ahead = sat_mul(fairq_flow_len(f) + 1, active);
@@ -296,6 +311,9 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
          * (a cost-1 request stands in for a head when a shrunk cap left the queue empty). */
         const struct waiter *head = queue_peek(&d->queue);
         retry = dispatch_wait_ns(d, head != NULL ? head->cost : 1, now);
+        /* Nobody is released before an upstream-wide pause ends. */
+        if (d->pause_until_ns > now && d->pause_until_ns - now > retry)
+            retry = d->pause_until_ns - now;
         if (head != NULL) {
             uint64_t to_deadline = head->deadline_ns > now ? head->deadline_ns - now : 0;
             if (to_deadline < retry)
@@ -317,9 +335,11 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
             uint64_t need = sat_mul(head->cost, fairq_active_flows(d->fq));
             uint64_t own = fairq_flow_wait_ns(d->fq, f, head->cost, now);
             retry = dispatch_wait_ns(d, need, now);
-            /* ...and no sooner than the flow's own buckets let its head go. */
+            /* ...and no sooner than the flow's own buckets and its pauses let its head go. */
             if (own > retry)
                 retry = own;
+            if (pause_end(d, f, now) - now > retry)
+                retry = pause_end(d, f, now) - now;
             uint64_t to_deadline = head->deadline_ns > now ? head->deadline_ns - now : 0;
             if (to_deadline < retry)
                 retry = to_deadline;
@@ -340,7 +360,12 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
     uint64_t predicted = dispatch_predict(d, f, w->cost, now);
     out->predicted_wait_ns = predicted;
     if (predicted > d->max_wait_ns) {
-        out->retry_after_ns = predicted - d->max_wait_ns;
+        /* While a pause holds this key, coming back before it ends would only meet the same
+         * refusal (or the upstream's): never sooner than its end. */
+        retry = predicted - d->max_wait_ns;
+        if (pause_end(d, f, now) - now > retry)
+            retry = pause_end(d, f, now) - now;
+        out->retry_after_ns = retry;
         return DISPATCH_LATE;
     }
 
@@ -416,6 +441,8 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
     uint64_t since = w->ready_ns;
     if (d->pause_until_ns > since)
         since = d->pause_until_ns;
+    if (fairq_flow_paused_until(w->flow) > since)
+        since = fairq_flow_paused_until(w->flow);
     for (size_t i = 0; i < d->nlimits; i++) {
         int taken = bucket_take_since(&d->buckets[i], w->cost, now, since);
         assert(taken == 0); /* same arithmetic as bucket_wait_ns() == 0 */
@@ -516,6 +543,14 @@ void dispatch_pause_until(struct dispatch *d, uint64_t until_ns)
         d->pause_until_ns = until_ns;
 }
 
+void dispatch_pause_key_until(struct dispatch *d, const char *key, size_t key_len,
+                              uint64_t until_ns)
+{
+    struct fairq_flow *f = fairq_flow_get(d->fq, key, key_len, d->last_ns);
+
+    fairq_flow_pause_until(d->fq, f, until_ns, d->last_ns);
+}
+
 void dispatch_set_budget(struct dispatch *d, uint64_t remaining, uint64_t reset_ns)
 {
     if (reset_ns <= d->last_ns) {
@@ -567,7 +602,17 @@ double dispatch_key_tokens(const struct dispatch *d, const char *key, size_t key
     return fairq_flow_tokens(d->fq, f, limit_index, now_ns);
 }
 
-uint64_t dispatch_paused_until(const struct dispatch *d) { return d->pause_until_ns; }
+uint64_t dispatch_paused_until(const struct dispatch *d)
+{
+    return d->pause_until_ns > d->last_ns ? d->pause_until_ns : 0;
+}
+
+uint64_t dispatch_key_paused_until(const struct dispatch *d, const char *key, size_t key_len)
+{
+    uint64_t until = fairq_flow_paused_until(fairq_flow_find(d->fq, key, key_len));
+
+    return until > d->last_ns ? until : 0;
+}
 
 int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
                     uint64_t *reset_ns)

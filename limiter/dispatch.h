@@ -5,7 +5,8 @@
  * (every configured limit must grant a token: 10/s AND 5000/h), and counts the
  * requests in flight against max_in_flight. It also owns a fair queue (limiter/fairq)
  * that decides the release order across keys ("flows") and priority classes, and it obeys
- * the upstream's own answers: a pause (Retry-After) and a request budget (RateLimit).
+ * the upstream's own answers: a pause (Retry-After), upstream-wide or for one key, and a
+ * request budget (RateLimit).
  *
  * Release order
  *   - Within one dispatcher: strict priority classes (0 first, with a starvation guard),
@@ -16,7 +17,8 @@
  *     per-key limits must also get its cost from its own buckets, and a flow short of them
  *     steps aside (it never blocks the others).
  *   - Nothing is released before a pause ends, nor beyond the upstream's budget before its
- *     reset.
+ *     reset. A key's own pause holds only that key's flow, which steps aside like a flow
+ *     short of its own tokens (the others go on).
  *
  * Rate bound
  *   The caller's timer fires a little late under load. So that this costs no capacity, a
@@ -139,8 +141,10 @@ int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *
  * for every limit to grant the tokens of the whole queue plus this one; max_in_flight is
  * not part of it. On FULL or LATE it is not linked and *retry_after_ns (if non-NULL) gets
  * an honest estimate of when the same request would be admitted: for FULL, when the head
- * will leave (its tokens come due or its deadline, whichever is first; at least 1 ms);
- * for LATE, how much sooner the predicted wait would need to be. A cost above some
+ * will leave (its tokens come due, or an upstream-wide pause ends, or its deadline,
+ * whichever is first; at least 1 ms); for LATE, how much sooner the predicted wait would
+ * need to be, but never less than what remains of a pause holding this request (the
+ * upstream-wide one, or its key's: see dispatch_submit_key). A cost above some
  * limit's burst can never be granted: LATE with *retry_after_ns = DISPATCH_NEVER (send no
  * Retry-After). A waiter already linked is refused as FULL.
  * This is dispatch_submit_key() for the default flow (no key); when keyed flows are queued
@@ -164,7 +168,8 @@ struct dispatch_admission {
  * priority_classes count as the lowest class). `out` may be NULL.
  *
  * Keys: a flow is created on first sight. At max_keys, a new key recycles the least
- * recently idle flow if it holds no state (no waiter, full per-key buckets), else it shares
+ * recently idle flow if it holds no state (no waiter, full per-key buckets, no pause), else
+ * it shares
  * the overflow flow "~overflow" (one flow for fairness, per-key limits and share); so does a
  * key longer than 256 bytes. An active flow is never evicted. Idle flows are freed a few at
  * a time by later submits (amortised O(1)).
@@ -177,10 +182,14 @@ struct dispatch_admission {
  * A x (f's queued cost + its own cost) across all flows, A = flows with waiters counting f,
  * but never more than the whole queue's cost plus its own; so the upstream-wide wait is that
  * many tokens' time. It is then raised to the time f's own buckets need for f's queued cost
- * plus its own, to the end of a pause, and, when the budget will run out before it, to the
- * budget's reset. With one flow this is exactly the whole-queue estimate of
- * dispatch_submit(). Higher priority classes arriving later are not foreseen.
- * O(1) amortised (one hash look-up). */
+ * plus its own and, when the budget will run out before it, to the budget's reset. Under a
+ * pause (upstream-wide or f's own, whichever ends later) both token times are counted from
+ * the pause's end (the buckets fill up to their burst meanwhile), so the wait is that end
+ * plus what the tokens still need then. With one flow this is exactly the whole-queue
+ * estimate of dispatch_submit(). Higher priority classes arriving later are not foreseen.
+ * On LATE, retry_after_ns is at least what remains of that pause: a client told to come
+ * back sooner would meet the same refusal. For a full key (FULL, key_full 1) the retry
+ * also waits for the key's pauses. O(1) amortised (one hash look-up). */
 enum dispatch_admit dispatch_submit_key(struct dispatch *d, struct waiter *w, const char *key,
                                         size_t key_len, uint64_t now_ns,
                                         struct dispatch_admission *out);
@@ -208,10 +217,14 @@ struct waiter *dispatch_pop(struct dispatch *d);
  * unprocessed). The tokens it took stay spent: the upstream did see the request, and it
  * takes its cost again when released again. It stops counting in flight. Its deadline is
  * clamped to the current head's, should a reload have shortened max_wait meanwhile.
- * With flows: it goes back at the head of its own flow (if that flow expired meanwhile, the
- * overflow flow), and that flow to the front of its class's round, so it is the next of its
- * class to go (its flow's own limits and the class order still apply). It ignores
- * queue_size and key_queue_share. It still counts against the budget it was released under. */
+ * With flows: it goes back at the head of its own flow (if that flow expired meanwhile, a
+ * flow made since for the same key, e.g. by dispatch_pause_key_until, else the overflow
+ * flow), and that flow to the front of its class's round, so it is the next of its class to
+ * go (its flow's own limits and the class order still apply). If that flow is paused, it
+ * waits for the pause's end instead and then rejoins its round at the tail. So after a 429
+ * for one key, call dispatch_pause_key_until() first, then this. It counts as waiting from
+ * the latest `now` seen (see Rate bound). It ignores queue_size and key_queue_share. It
+ * still counts against the budget it was released under. */
 void dispatch_requeue_head(struct dispatch *d, struct waiter *w);
 
 /* A request handed out by dispatch_next() has finished: one fewer in flight. */
@@ -219,8 +232,9 @@ void dispatch_done(struct dispatch *d);
 
 /* Absolute time (same clock as now_ns) of the next moment something can happen without
  * outside help: the tokens of the waiter whose turn it is come due, a flow that stepped
- * aside gets its own tokens back, or the oldest deadline; a release time is pushed to the
- * end of a pause, and to the budget's reset while the budget is spent. DISPATCH_NEVER when
+ * aside gets its own tokens back or its key's pause ends, or the oldest deadline; a release
+ * time is pushed to the end of an upstream-wide pause, and to the budget's reset while the
+ * budget is spent. DISPATCH_NEVER when
  * the queue is empty. While max_in_flight is reached only the deadline counts, since
  * dispatch_done() is the event that frees a slot. O(DISPATCH_MAX_CLASSES). */
 uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns);
@@ -229,6 +243,19 @@ uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns);
  * A later pause extends, an earlier one never shortens a pause under way. Admission counts
  * the pause in its predicted wait. Call dispatch_wake_ns() again afterwards. */
 void dispatch_pause_until(struct dispatch *d, uint64_t until_ns);
+
+/* The upstream said "not before until_ns" for one key (a 429 with Retry-After on a keyed
+ * route): that key's flow releases nothing before then; it steps aside like a flow short of
+ * its own tokens and every other key goes on. A later pause extends, an earlier one never
+ * shortens. The flow is created if the key has none (at max_keys or for a key over 256
+ * bytes that is the overflow flow, which all such keys share: they pause together; NULL or
+ * 0: the default flow), and is not freed or recycled while paused, even with no waiter.
+ * Admission counts the pause for that key (dispatch_submit_key), dispatch_wake_ns() its
+ * end, and a waiter given back with dispatch_requeue_head() waits for it. Call
+ * dispatch_wake_ns() again afterwards. O(1) amortised plus O(log n) per priority class
+ * with waiters (n = flows stepped aside). */
+void dispatch_pause_key_until(struct dispatch *d, const char *key, size_t key_len,
+                              uint64_t until_ns);
 
 /* The upstream said only `remaining` more requests may be sent before reset_ns
  * (RateLimit / X-RateLimit-Remaining + Reset). Replaces any earlier budget: releases are
@@ -257,9 +284,14 @@ size_t dispatch_key_queue_len(const struct dispatch *d, const char *key, size_t 
 double dispatch_key_tokens(const struct dispatch *d, const char *key, size_t key_len,
                            size_t limit_index, uint64_t now_ns);
 size_t dispatch_nkey_limits(const struct dispatch *d);
-/* The pause end (0 if none was ever set); whether a budget applies at now_ns, and if so
- * the requests left and the reset time. */
+/* The end of the upstream-wide pause, 0 when there is none beyond the latest `now` the
+ * dispatcher has seen (the caller's clock may be further on: compare with it). For an
+ * honest Retry-After. */
 uint64_t dispatch_paused_until(const struct dispatch *d);
+/* The same for `key`'s own pause: 0 when none (or the key has no flow). No flow is created.
+ * The key's requests wait for the later of the two. */
+uint64_t dispatch_key_paused_until(const struct dispatch *d, const char *key, size_t key_len);
+/* Whether a budget applies at now_ns, and if so the requests left and the reset time. */
 int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
                     uint64_t *reset_ns);
 

@@ -57,6 +57,8 @@ struct fairq_flow {
     uint64_t id;                            /* unique within this fairq, never reused */
     uint64_t idle_since_ns;                 /* when it joined the idle list */
     uint64_t cost_queued;                   /* sum of its waiters' costs, tokens */
+    uint64_t pause_until_ns;                /* no release before (the upstream said so for
+                                               this key); 0: never paused */
     uint32_t nqueued;                       /* waiters linked, all classes */
     uint16_t key_len;                       /* bytes in key[] (no NUL counted) */
     uint8_t kind;                           /* FLOW_* */
@@ -153,8 +155,17 @@ static struct fairq_flow *flow_of(struct fairq_sub *s)
 
 static uint64_t quantum_of(const struct fairq *q) { return q->quantum ? q->quantum : q->max_cost; }
 
-static int buckets_full(const struct fairq *q, const struct fairq_flow *f, uint64_t now_ns)
+/* Whether `f` is paused at now_ns. */
+static int flow_paused(const struct fairq_flow *f, uint64_t now_ns)
 {
+    return f->pause_until_ns > now_ns;
+}
+
+/* Whether freeing `f` (with no waiter) loses nothing: full per-key buckets and no pause. */
+static int flow_stateless(const struct fairq *q, const struct fairq_flow *f, uint64_t now_ns)
+{
+    if (flow_paused(f, now_ns))
+        return 0;
     for (size_t i = 0; i < q->nkey_limits; i++) {
         if (f->kb[i].tat_ns > now_ns)
             return 0;
@@ -277,16 +288,31 @@ static void heap_remove(struct fairq *q, struct fairq_sub *s)
     s->heap_idx = HEAP_NONE;
 }
 
-static void park(struct fairq *q, struct fairq_sub *s, uint64_t due_ns)
+/* Park a sub that is in no ring (EMPTY with a waiter just linked, or just taken out). */
+static void heap_push(struct fairq *q, struct fairq_sub *s, uint64_t due_ns)
 {
-    ring_remove(q, s);
     s->state = SUB_PARKED;
     s->deficit = 0;
+    s->turn = 0;
     s->due_ns = due_ns;
     assert(q->nheap < q->heap_cap);
     q->heap[q->nheap] = s;
     s->heap_idx = (uint32_t)q->nheap++;
     heap_up(q, q->nheap - 1);
+}
+
+static void park(struct fairq *q, struct fairq_sub *s, uint64_t due_ns)
+{
+    ring_remove(q, s);
+    heap_push(q, s, due_ns);
+}
+
+/* A parked sub's due time changes (either way). */
+static void heap_redue(struct fairq *q, struct fairq_sub *s, uint64_t due_ns)
+{
+    s->due_ns = due_ns;
+    heap_up(q, s->heap_idx);
+    heap_down(q, s->heap_idx);
 }
 
 static void unpark(struct fairq *q, struct fairq_sub *s)
@@ -422,11 +448,11 @@ static void expire_some(struct fairq *q, uint64_t now_ns, unsigned n)
         struct fairq_flow *f = q->lru_head;
         if (f == NULL || now_ns - f->idle_since_ns < q->idle_ns || now_ns < f->idle_since_ns)
             return;
-        if (buckets_full(q, f, now_ns)) {
+        if (flow_stateless(q, f, now_ns)) {
             flow_destroy(q, f);
         } else {
-            /* Its own limits still remember recent use: forgetting them would hand the key a
-             * full burst. Look again one idle period later. */
+            /* Its own limits still remember recent use (forgetting them would hand the key a
+             * full burst), or it is paused. Look again one idle period later. */
             lru_remove(q, f);
             lru_append(q, f, now_ns);
         }
@@ -555,6 +581,20 @@ static void flow_reconfigure(const struct fairq *q, struct fairq_flow *f, size_t
     }
 }
 
+/* Unpark the parked subs of `f` (their due times are stale), unless it is paused. */
+static void flow_recheck(struct fairq *q, struct fairq_flow *f, uint64_t now_ns)
+{
+    for (unsigned c = 0; c < FAIRQ_MAX_CLASSES; c++) {
+        struct fairq_sub *s = &f->sub[c];
+        if (s->state != SUB_PARKED)
+            continue;
+        if (flow_paused(f, now_ns))
+            heap_redue(q, s, f->pause_until_ns);
+        else
+            unpark(q, s);
+    }
+}
+
 int fairq_reconfigure(struct fairq *q, const struct fairq_config *cfg, uint64_t now_ns)
 {
     if (!fairq_config_valid(cfg))
@@ -567,9 +607,14 @@ int fairq_reconfigure(struct fairq *q, const struct fairq_config *cfg, uint64_t 
         for (struct fairq_flow *f = q->table[i]; f != NULL; f = f->hnext)
             flow_reconfigure(q, f, nold, now_ns);
     }
-    /* Due times were computed with the old limits: let select() look at each again. */
-    while (q->nheap > 0)
-        unpark(q, q->heap[0]);
+    /* Due times were computed with the old limits: let select() look at each again, except
+     * for paused flows, which stay parked until their pause ends. O(flows). */
+    flow_recheck(q, q->dflt, now_ns);
+    flow_recheck(q, q->overflow, now_ns);
+    for (size_t i = 0; i < q->nbuckets; i++) {
+        for (struct fairq_flow *f = q->table[i]; f != NULL; f = f->hnext)
+            flow_recheck(q, f, now_ns);
+    }
     return 0;
 }
 
@@ -591,7 +636,7 @@ struct fairq_flow *fairq_flow_get(struct fairq *q, const char *key, size_t key_l
     if (q->nkeys >= q->max_keys) {
         /* The least recently idle flow may go early if it holds no state at all. */
         struct fairq_flow *old = q->lru_head;
-        if (old == NULL || !buckets_full(q, old, now_ns))
+        if (old == NULL || !flow_stateless(q, old, now_ns))
             return q->overflow;
         flow_destroy(q, old);
     }
@@ -621,9 +666,13 @@ struct fairq_flow *fairq_flow_find(const struct fairq *q, const char *key, size_
     return flow_lookup(q, key, key_len, siphash13(q->seed, (const unsigned char *)key, key_len));
 }
 
-/* The flow a released waiter came from, if it still exists. */
+/* The flow a released waiter came from, if it still exists; else one made since for the
+ * same key (same seeded 64-bit hash: a pause set for the key after its flow expired must
+ * hold its requeued waiter too); else the overflow flow. */
 static struct fairq_flow *flow_by_id(const struct fairq *q, uint64_t hash, uint64_t id)
 {
+    struct fairq_flow *same_key = NULL;
+
     if (id == ID_DEFAULT || id == 0)
         return q->dflt;
     if (id == ID_OVERFLOW)
@@ -631,8 +680,10 @@ static struct fairq_flow *flow_by_id(const struct fairq *q, uint64_t hash, uint6
     for (struct fairq_flow *f = q->table[chain_of(q, hash)]; f != NULL; f = f->hnext) {
         if (f->id == id)
             return f;
+        if (f->hash == hash && same_key == NULL)
+            same_key = f;
     }
-    return q->overflow;
+    return same_key != NULL ? same_key : q->overflow;
 }
 
 int fairq_flow_full(const struct fairq *q, const struct fairq_flow *f)
@@ -695,6 +746,29 @@ int fairq_cost_too_big(const struct fairq *q, uint64_t cost)
     return 0;
 }
 
+void fairq_flow_pause_until(struct fairq *q, struct fairq_flow *f, uint64_t until_ns,
+                            uint64_t now_ns)
+{
+    if (until_ns <= f->pause_until_ns)
+        return; /* an earlier end never shortens a pause */
+    f->pause_until_ns = until_ns;
+    if (until_ns <= now_ns)
+        return;
+    /* Out of the rounds now, so the wake-up time and the next select see it. */
+    for (unsigned c = 0; c < FAIRQ_MAX_CLASSES; c++) {
+        struct fairq_sub *s = &f->sub[c];
+        if (s->state == SUB_ACTIVE)
+            park(q, s, until_ns);
+        else if (s->state == SUB_PARKED && s->due_ns < until_ns)
+            heap_redue(q, s, until_ns);
+    }
+}
+
+uint64_t fairq_flow_paused_until(const struct fairq_flow *f)
+{
+    return f != NULL ? f->pause_until_ns : 0;
+}
+
 /* ---- linking ---- */
 
 static void flow_gains(struct fairq *q, struct fairq_flow *f, const struct waiter *w)
@@ -726,8 +800,12 @@ void fairq_push(struct fairq *q, struct fairq_flow *f, struct waiter *w, uint64_
         s->head = w;
     s->tail = w;
     if (s->state == SUB_EMPTY) {
-        s->state = SUB_ACTIVE;
-        ring_append(q, s);
+        if (flow_paused(f, now_ns)) {
+            heap_push(q, s, f->pause_until_ns); /* steps aside until the pause ends */
+        } else {
+            s->state = SUB_ACTIVE;
+            ring_append(q, s);
+        }
     }
     /* A PARKED sub keeps its head, so its due time holds; an ACTIVE one keeps its place. */
 }
@@ -759,6 +837,17 @@ void fairq_push_head(struct fairq *q, struct waiter *w, uint64_t now_ns)
     else
         s->tail = w;
 
+    if (flow_paused(f, now_ns)) {
+        /* It goes first of its class again, but not before its flow's pause ends: parked
+         * until then, it rejoins the round there (the tokens are checked again then). */
+        if (s->state == SUB_EMPTY)
+            heap_push(q, s, f->pause_until_ns);
+        else if (s->state == SUB_PARKED)
+            heap_redue(q, s, f->pause_until_ns);
+        else
+            park(q, s, f->pause_until_ns);
+        return;
+    }
     switch (s->state) {
     case SUB_EMPTY:
         s->state = SUB_ACTIVE;
@@ -808,8 +897,11 @@ void fairq_remove(struct fairq *q, struct waiter *w, uint64_t now_ns)
         s->deficit = 0;
         s->turn = 0;
     } else if (was_head) {
-        if (s->state == SUB_PARKED)
-            unpark(q, s); /* the new head may cost less: let select() look again */
+        /* The new head may cost less: let select() look again (when the pause ends, if any). */
+        if (s->state == SUB_PARKED && flow_paused(f, now_ns))
+            heap_redue(q, s, f->pause_until_ns);
+        else if (s->state == SUB_PARKED)
+            unpark(q, s);
         else if (q->ring[s->cls].front == s)
             normalize(q, s->cls);
     }
@@ -863,6 +955,11 @@ struct waiter *fairq_select(struct fairq *q, uint64_t now_ns)
             return NULL;
         struct fairq_sub *s = q->ring[cls].front;
         struct waiter *w = s->head;
+        if (flow_paused(flow_of(s), now_ns)) {
+            /* A safety net: a pause parks its flow when set and keeps it parked. */
+            park(q, s, flow_of(s)->pause_until_ns);
+            continue;
+        }
         if (q->nkey_limits == 0)
             return w;
         uint64_t wait = fairq_flow_wait_ns(q, flow_of(s), w->cost, now_ns);

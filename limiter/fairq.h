@@ -18,14 +18,15 @@
  *
  * Policies
  *   - Cap: at most max_keys keyed flows. A new key arriving at the cap first recycles the
- *     least recently idle flow if that flow has nothing queued and full per-key buckets (it
- *     carries no state, so nothing is lost); otherwise the new key shares the overflow flow,
+ *     least recently idle flow if that flow has nothing queued, full per-key buckets and no
+ *     pause (it carries no state, so nothing is lost); otherwise the new key shares the
+ *     overflow flow,
  *     which is one flow for fairness, per-key limits and the per-key queue share. A flow with
  *     waiters is never evicted. Keys longer than FAIRQ_MAX_KEY_LEN also use the overflow flow.
  *   - Idle expiry: a flow with no waiter goes to the tail of an idle list. Every keyed
  *     fairq_flow_get() looks at the head of that list (at most FAIRQ_EXPIRE_PER_CALL flows)
- *     and frees those idle for key_idle_ns whose per-key buckets are full; one whose buckets
- *     are not full yet goes back to the tail. No scan of all flows, no timer.
+ *     and frees those idle for key_idle_ns whose per-key buckets are full and which are not
+ *     paused; any other goes back to the tail. No scan of all flows, no timer.
  *   - DRR: when a flow comes to the front of its class's ring it gets a quantum of
  *     max(quantum, cost of its head) tokens and then releases waiters while their cost fits
  *     its deficit; a flow whose queue empties (or which is parked, below) loses its deficit.
@@ -34,7 +35,10 @@
  *     concerned, so choosing is O(1).
  *   - Per-key limits: a flow whose own buckets cannot grant its head's cost is "parked" in a
  *     min-heap by the time they can, out of the ring, so it never blocks the others; it
- *     rejoins the ring's tail when due. O(log n) per park/unpark, n = parked flows.
+ *     rejoins the ring's tail when due. O(log n) per park/unpark, n = parked flows. A late
+ *     release keeps the per-key schedule as the upstream-wide one does (limiter/bucket.h).
+ *   - Per-key pause: a paused flow (fairq_flow_pause_until) is parked the same way until
+ *     the pause ends, whatever its tokens, and is never freed or recycled while paused.
  *   - Priorities: class 0 first, strictly, among flows that are eligible (not parked).
  *     Starvation guard: after `priority_guard` consecutive releases from a class while a
  *     lower class had an eligible waiter, the next release comes from the lower classes:
@@ -124,6 +128,14 @@ uint64_t fairq_flow_cost(const struct fairq_flow *f); /* tokens its waiters need
 const struct waiter *fairq_flow_head(const struct fairq_flow *f);
 /* The key bytes and length ("" / 0 for the default flow). */
 const char *fairq_flow_key(const struct fairq_flow *f, size_t *key_len);
+/* No release from `f` before until_ns (the upstream asked this key to wait): its waiters,
+ * queued now or later, step aside (parked) until then, like a flow short of its own tokens.
+ * A later end extends the pause, an earlier one never shortens it. While paused the flow is
+ * neither freed nor recycled, even with no waiter. O(log n) per class with waiters. */
+void fairq_flow_pause_until(struct fairq *q, struct fairq_flow *f, uint64_t until_ns,
+                            uint64_t now_ns);
+/* The end of f's pause as set (possibly past); 0 if never paused or f is NULL. */
+uint64_t fairq_flow_paused_until(const struct fairq_flow *f);
 /* Time until every per-key bucket of `f` grants `cost` (0 without per-key limits). */
 uint64_t fairq_flow_wait_ns(const struct fairq *q, const struct fairq_flow *f, uint64_t cost,
                             uint64_t now_ns);
@@ -141,9 +153,11 @@ int fairq_cost_too_big(const struct fairq *q, uint64_t cost);
 void fairq_push(struct fairq *q, struct fairq_flow *f, struct waiter *w, uint64_t now_ns);
 
 /* Link a released waiter back at the head of its flow (found by w->flow_id; if that flow
- * was freed meanwhile, the overflow flow, or the default flow for a default-flow waiter),
- * and put that flow at the front of its class's ring with a fresh turn, so it goes next
- * among its class. Uses w->prio_class. */
+ * was freed meanwhile, a flow made since for the same key, else the overflow flow, or the
+ * default flow for a default-flow waiter), and put that flow at the front of its class's
+ * ring with a fresh turn, so it goes next among its class. If that flow is paused, it is
+ * parked until the pause ends instead and rejoins the ring's tail then. Uses
+ * w->prio_class. */
 void fairq_push_head(struct fairq *q, struct waiter *w, uint64_t now_ns);
 
 /* Unlink `w` from its flow (cancel, expiry, shutdown). No-op if it is in no flow. */

@@ -961,6 +961,35 @@ static void test_late_stall_drops_slot(void **state)
     drain_free(d);
 }
 
+/* A pause restarts the schedule at its end: a token that came due during the pause is not
+ * booked back then, though the waiter was queued (a late pull after the pause does not
+ * make the next release come sooner than one interval). */
+static void test_late_pause_restarts_schedule(void **state)
+{
+    const struct dispatch_limit lim[] = {{100, 1}};
+    struct dispatch *d = make(lim, 1, 100, 10, 60 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    submit_ok(d, &w[2]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    dispatch_pause_until(d, t0 + 15 * NS_PER_MS); /* w[1]'s token is due at t0 + 10 ms */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 15 * NS_PER_MS);
+    fake_advance_ms(17);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 27 * NS_PER_MS);
+    /* The same holds for a key's own pause. */
+    dispatch_pause_key_until(d, NULL, 0, t0 + 30 * NS_PER_MS);
+    assert_int_equal(dispatch_key_paused_until(d, NULL, 0), t0 + 30 * NS_PER_MS);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 30 * NS_PER_MS);
+    fake_advance_ms(15); /* t0 + 32 ms */
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    submit_ok(d, &w[3]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 42 * NS_PER_MS);
+    drain_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -991,6 +1020,7 @@ int main(void)
         cmocka_unit_test_setup(test_late_pulls_window_bound, setup),
         cmocka_unit_test_setup(test_late_no_idle_credit, setup),
         cmocka_unit_test_setup(test_late_stall_drops_slot, setup),
+        cmocka_unit_test_setup(test_late_pause_restarts_schedule, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

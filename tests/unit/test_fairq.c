@@ -453,10 +453,11 @@ static void test_pause_until(void **state)
     assert_int_equal(submit(d, 2, "C", &adm), DISPATCH_QUEUED);
     assert_int_equal(adm.predicted_wait_ns, 2 * NS_PER_SEC);
 
-    /* A pause longer than max_wait: refuse with an honest retry. */
+    /* A pause longer than max_wait: refuse, and not before the pause ends (issue 9: a
+     * client told to come back sooner would meet the same refusal). */
     dispatch_pause_until(d, t0 + 5 * NS_PER_SEC);
     assert_int_equal(submit(d, 3, "D", &adm), DISPATCH_LATE);
-    assert_int_equal(adm.retry_after_ns, 2 * NS_PER_SEC);
+    assert_int_equal(adm.retry_after_ns, 5 * NS_PER_SEC);
     /* The deadline comes first now: the wake-up is the deadline. */
     assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
 
@@ -746,6 +747,248 @@ static void test_key_limits_keep_schedule_when_late(void **state)
     drain_free(d);
 }
 
+/* ---- the upstream's pause for one key (issue 9 item 8) ---- */
+
+/* A paused key steps aside; the others flow; nothing of it goes before the pause ends; the
+ * wake-up is that end; the observers tell it, and nothing else is paused. */
+static void test_key_pause_others_flow(void **state)
+{
+    struct dispatch *d = make(100, 100, 100, 60 * NS_PER_SEC, NULL);
+    uint64_t t0 = fake_now();
+    int order[16];
+
+    for (int i = 0; i < 3; i++) {
+        submit_ok(d, i, "A");
+        submit_ok(d, 10 + i, "B");
+    }
+    dispatch_pause_key_until(d, "A", 1, t0 + 2 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), t0 + 2 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_paused_until(d, "B", 1), 0);
+    assert_int_equal(dispatch_key_paused_until(d, "Z", 1), 0); /* unknown key */
+    assert_int_equal(dispatch_nkeys(d), 2);                    /* ...and no flow made */
+    assert_int_equal(dispatch_paused_until(d), 0);             /* nothing upstream-wide */
+    assert_int_equal(dispatch_parked_flows(d), 1);
+
+    assert_int_equal(release_now(d, order, 16), 3); /* B's, in order */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(order[i], 10 + i);
+    assert_int_equal(dispatch_queue_len(d), 3);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+
+    /* A newcomer of another key goes at once; one of A waits with the others. */
+    submit_ok(d, 20, "C");
+    submit_ok(d, 3, "A");
+    assert_int_equal(release_now(d, order, 16), 1);
+    assert_int_equal(order[0], 20);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+
+    fake_advance_ns(2 * NS_PER_SEC - 1);
+    assert_null(dispatch_next(d, fake_now()));
+    fake_advance_ns(1);
+    assert_int_equal(release_now(d, order, 16), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(order[i], i);
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), 0); /* over */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    drain_free(d);
+}
+
+/* A later pause extends, an earlier never shortens: neither the pause nor the wait for the
+ * key's own tokens. */
+static void test_key_pause_extends_not_shortens(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 1}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    struct dispatch *d = make(100, 100, 100, 60 * NS_PER_SEC, &fair);
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "A");
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC); /* A's own token */
+    /* Shorter than the wait for its token: the token still decides. */
+    dispatch_pause_key_until(d, "A", 1, t0 + 500 * NS_PER_MS);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC);
+    /* Longer: the pause decides. */
+    dispatch_pause_key_until(d, "A", 1, t0 + 3 * NS_PER_SEC);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 3 * NS_PER_SEC);
+    dispatch_pause_key_until(d, "A", 1, t0 + 2 * NS_PER_SEC); /* earlier: ignored */
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), t0 + 3 * NS_PER_SEC);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 3 * NS_PER_SEC);
+    dispatch_pause_key_until(d, "A", 1, t0 + 4 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), t0 + 4 * NS_PER_SEC);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 4 * NS_PER_SEC);
+
+    fake_advance_ms(3999);
+    assert_int_equal(release_now(d, order, 8), 0);
+    fake_advance_ms(1);
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 1);
+    /* A pause set after it ended starts afresh. */
+    submit_ok(d, 2, "A");
+    dispatch_pause_key_until(d, "A", 1, fake_now() + 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 10 * NS_PER_SEC);
+    drain_free(d);
+}
+
+/* Admission counts the key's pause: a request that could not go before max_wait is LATE at
+ * once, told to come back no sooner than the pause's end; other keys are admitted; tokens
+ * are counted from the pause's end; a full key's retry waits for the pause too. */
+static void test_key_pause_admission(void **state)
+{
+    struct dispatch_fair_config fair = {.key_queue_share = 2};
+    struct dispatch *d = make(10, 1, 100, 3 * NS_PER_SEC, &fair);
+    uint64_t t0 = fake_now();
+    struct dispatch_admission adm;
+
+    dispatch_pause_key_until(d, "A", 1, t0 + 5 * NS_PER_SEC);
+    assert_int_equal(submit(d, 0, "A", &adm), DISPATCH_LATE);
+    assert_int_equal(adm.predicted_wait_ns, 5 * NS_PER_SEC);
+    assert_true(adm.retry_after_ns >= 5 * NS_PER_SEC); /* not max_wait short of it: 2 s */
+    assert_int_equal(w[0].queued, 0);
+    assert_int_equal(submit(d, 1, "B", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 0);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+
+    /* 1 s pause, 10/s burst 1: K's first goes at the end, its second 100 ms later (the
+     * tokens are counted from the end of the pause, not from now). */
+    dispatch_pause_key_until(d, "K", 1, t0 + NS_PER_SEC);
+    assert_int_equal(submit(d, 2, "K", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, NS_PER_SEC);
+    assert_int_equal(submit(d, 3, "K", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 1100 * NS_PER_MS);
+    /* K at its share: a place frees no sooner than the pause ends. */
+    assert_int_equal(submit(d, 4, "K", &adm), DISPATCH_FULL);
+    assert_int_equal(adm.key_full, 1);
+    assert_true(adm.retry_after_ns >= NS_PER_SEC);
+
+    /* Later (K's clients gone), the remaining pause is what counts. */
+    dispatch_cancel(d, &w[2]);
+    dispatch_cancel(d, &w[3]);
+    fake_advance_ms(1500);
+    assert_int_equal(submit(d, 5, "A", &adm), DISPATCH_LATE);
+    assert_true(adm.retry_after_ns >= 3500 * NS_PER_MS);
+    fake_advance_ms(500); /* 3 s left: within max_wait */
+    assert_int_equal(submit(d, 6, "A", &adm), DISPATCH_QUEUED);
+    assert_int_equal(adm.predicted_wait_ns, 3 * NS_PER_SEC);
+    drain_free(d);
+}
+
+/* A requeued waiter of a paused key waits for the pause, also when its flow had expired
+ * before the pause was set (the pause makes a flow for the key, and the requeue finds it);
+ * other keys go meanwhile. */
+static void test_key_pause_requeue(void **state)
+{
+    struct dispatch_fair_config fair = {.key_idle_ns = NS_PER_SEC};
+    struct dispatch *d = make(1000, 1000, 100, 60 * NS_PER_SEC, &fair);
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    submit_ok(d, 0, "A");
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    /* The upstream answers 429, Retry-After: 2 s, for key A. */
+    dispatch_pause_key_until(d, "A", 1, t0 + 2 * NS_PER_SEC);
+    dispatch_requeue_head(d, &w[0]);
+    assert_int_equal(w[0].queued, 1);
+    assert_int_equal(dispatch_in_flight(d), 0);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 2 * NS_PER_SEC);
+    submit_ok(d, 1, "B");
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 1);
+    fake_advance_ms(2000);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+
+    /* Its flow expires while it is out; the pause for A comes after that. */
+    fake_advance_ms(2000);
+    submit_ok(d, 2, "C"); /* expires A and B (idle 2 s) */
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 0);
+    assert_int_equal(dispatch_nkeys(d), 1);
+    dispatch_pause_key_until(d, "A", 1, fake_now() + NS_PER_SEC);
+    dispatch_requeue_head(d, &w[0]);
+    assert_int_equal(dispatch_key_queue_len(d, "A", 1), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 0);
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 2);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + NS_PER_SEC);
+    fake_advance_ms(1000);
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 0);
+    drain_free(d);
+}
+
+/* A paused flow is neither freed by idle expiry nor recycled at max_keys, with or without
+ * waiters; once its pause is over it expires like any other. */
+static void test_key_pause_not_evicted(void **state)
+{
+    struct dispatch_fair_config fair = {.max_keys = 1, .key_idle_ns = NS_PER_SEC};
+    struct dispatch *d = make(1000, 1000, 100, 60 * NS_PER_SEC, &fair);
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    /* Paused with no waiter at all: the pause made the flow. */
+    dispatch_pause_key_until(d, "A", 1, t0 + 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_nkeys(d), 1);
+    fake_advance_ms(2000);
+    submit_ok(d, 0, "B"); /* A idle 2 s but paused: kept; B at the cap: overflow */
+    assert_int_equal(dispatch_nkeys(d), 1);
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), t0 + 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_int_equal(release_now(d, order, 8), 1);
+
+    /* A waiter of A leaves (its client did) while A is paused: the flow, idle again, stays. */
+    submit_ok(d, 1, "A");
+    assert_int_equal(release_now(d, order, 8), 0);
+    fake_advance_ms(1000);
+    dispatch_cancel(d, &w[1]);
+    fake_advance_ms(3000);
+    submit_ok(d, 2, "C");
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), t0 + 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_int_equal(release_now(d, order, 8), 1);
+
+    /* Pause over (t0 + 10 s) and idle: A goes, and a new key gets its own flow. */
+    fake_advance_ns(t0 + 11 * NS_PER_SEC - fake_now());
+    submit_ok(d, 3, "D");
+    assert_int_equal(dispatch_key_queue_len(d, "D", 1), 1);
+    assert_int_equal(dispatch_key_paused_until(d, "A", 1), 0);
+    assert_int_equal(dispatch_nkeys(d), 1);
+    drain_free(d);
+}
+
+/* A pause holds a key's waiters of every priority class, and a reload keeps it held. */
+static void test_key_pause_classes_and_reconfigure(void **state)
+{
+    static struct dispatch_limit lim[1] = {{100, 100}};
+    struct dispatch_config cfg = config(lim, 100, 100, 60 * NS_PER_SEC);
+    struct dispatch_fair_config fair = {.priority_classes = 2};
+    struct dispatch *d = dispatch_new_fair(&cfg, &fair, fake_now());
+    uint64_t t0 = fake_now();
+    int order[8];
+
+    assert_non_null(d);
+    w[0].priority = 0;
+    w[1].priority = 1;
+    w[2].priority = 1;
+    submit_ok(d, 0, "A");
+    submit_ok(d, 1, "A");
+    dispatch_pause_key_until(d, "A", 1, t0 + NS_PER_SEC);
+    assert_int_equal(dispatch_parked_flows(d), 2); /* one per class */
+    submit_ok(d, 2, "B");
+    assert_int_equal(release_now(d, order, 8), 1);
+    assert_int_equal(order[0], 2);
+    assert_int_equal(dispatch_reconfigure_fair(d, &cfg, &fair, fake_now()), 0);
+    assert_int_equal(dispatch_parked_flows(d), 2);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + NS_PER_SEC);
+    assert_int_equal(release_now(d, order, 8), 0);
+    fake_advance_ms(1000);
+    assert_int_equal(release_now(d, order, 8), 2);
+    assert_int_equal(order[0], 0);
+    assert_int_equal(order[1], 1);
+    dispatch_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -767,6 +1010,12 @@ int main(void)
         cmocka_unit_test_setup(test_reconfigure_keeps_flows, setup),
         cmocka_unit_test_setup(test_late_estimate_fair, setup),
         cmocka_unit_test_setup(test_key_limits_keep_schedule_when_late, setup),
+        cmocka_unit_test_setup(test_key_pause_others_flow, setup),
+        cmocka_unit_test_setup(test_key_pause_extends_not_shortens, setup),
+        cmocka_unit_test_setup(test_key_pause_admission, setup),
+        cmocka_unit_test_setup(test_key_pause_requeue, setup),
+        cmocka_unit_test_setup(test_key_pause_not_evicted, setup),
+        cmocka_unit_test_setup(test_key_pause_classes_and_reconfigure, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
