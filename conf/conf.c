@@ -43,6 +43,7 @@
 
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum conf_conn_limit) == sizeof(int), "enums are stored as int");
 
 /* ---------------------------------------------------------------- value checks */
 
@@ -388,6 +389,11 @@ static const struct schema_enum log_formats[] = {
     {NULL, 0},
 };
 static const struct schema_enum tls_versions[] = {{"1.2", 12}, {"1.3", 13}, {NULL, 0}};
+static const struct schema_enum conn_limits[] = {
+    {"reject", CONF_CONN_REJECT},
+    {"pause", CONF_CONN_PAUSE},
+    {NULL, 0},
+};
 
 /* clang-format off */
 
@@ -415,9 +421,11 @@ static const struct schema_table listen_table = {
 #define CL struct conf_client
 static const struct schema_key client_keys[] = {
     KEY_U32     ("max_connections",    CL, max_connections,      "1",    "1000000",     "1024"),
+    KEY_ENUM    ("on_max_connections", CL, on_max_connections, conn_limits,             "reject"),
     KEY_SIZE32  ("max_header_size",    CL, max_header_size,      "1k",   "1m",          "8k"),
     KEY_SIZE64  ("max_body_size",      CL, max_body_size,        "0",    "1g",          "1m"),
     KEY_DURATION("timeout",            CL, timeout_ms,           "1s",   "1h",          "60s"),
+    KEY_DURATION("header_timeout",     CL, header_timeout_ms,    "100ms", "1h",         "10s"),
     KEY_END
 };
 static const struct schema_table client_table = {.keys = client_keys, .mark_off = SCHEMA_NOFIELD};

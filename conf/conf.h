@@ -28,6 +28,12 @@ struct conf_mark {
 enum conf_log_level { CONF_LOG_ERROR, CONF_LOG_WARN, CONF_LOG_INFO, CONF_LOG_DEBUG };
 enum conf_log_format { CONF_LOG_TEXT, CONF_LOG_JSON };
 
+/* What sluice does with a new connection at client.max_connections. */
+enum conf_conn_limit {
+    CONF_CONN_REJECT, /* "reject": accept it and answer 503 connection_limit at once */
+    CONF_CONN_PAUSE,  /* "pause": stop accepting until a connection closes */
+};
+
 /* TLS toward an upstream (url: https://...). */
 struct conf_tls_client {
     int enabled;       /* 1 when the url scheme is https */
@@ -87,7 +93,7 @@ struct conf_upstream {
     uint64_t connect_timeout_ms;  /* default 2000 */
     uint64_t response_timeout_ms; /* default 30000 */
     uint32_t keepalive;           /* idle connections kept open, default 32 */
-    int preserve_host; /* forward the client's Host instead of the upstream's; default 0 */
+    int preserve_host;        /* forward the client's Host instead of the upstream's; default 0 */
     uint32_t max_header_size; /* default 16k: status line + headers of an answer, else 502 */
     struct conf_fairness fairness;
     int feedback; /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
@@ -124,10 +130,12 @@ struct conf_route {
 };
 
 struct conf_client {
-    uint32_t max_connections; /* default 1024: stop accepting at the cap */
-    uint32_t max_header_size; /* default 8k: request line + headers, else 431 */
-    uint64_t max_body_size;   /* default 1m: else 413 */
-    uint64_t timeout_ms;      /* default 60000: read/write inactivity, also keep-alive idle */
+    uint32_t max_connections;   /* default 1024: at the cap, see on_max_connections */
+    uint32_t max_header_size;   /* default 8k: request line + headers, else 431 */
+    uint64_t max_body_size;     /* default 1m: else 413 */
+    uint64_t timeout_ms;        /* default 60000: read/write inactivity, also keep-alive idle */
+    uint64_t header_timeout_ms; /* default 10000: request headers complete within, else 408 */
+    enum conf_conn_limit on_max_connections; /* default reject */
 };
 
 struct conf_admin {

@@ -228,6 +228,8 @@ static void test_defaults(void **state)
     assert_int_equal(c->client.max_header_size, 8192);
     assert_int_equal(c->client.max_body_size, 1048576);
     assert_int_equal(c->client.timeout_ms, 60000);
+    assert_int_equal(c->client.header_timeout_ms, 10000);
+    assert_int_equal(c->client.on_max_connections, CONF_CONN_REJECT);
     assert_int_equal(c->admin.enabled, 0);
     assert_null(c->admin.address);
     assert_int_equal(c->access_log.enabled, 0);
@@ -284,6 +286,23 @@ static void test_good_corners(void **state)
     assert_string_equal(c->upstreams[0].base_path, "/x/y");
     assert_true(c->upstreams[0].limits[0].rate_per_sec == 1e9);
     assert_true(c->upstreams[0].limits[0].burst_tokens == 1e6);
+    conf_free(c);
+}
+
+/* client.header_timeout and client.on_max_connections. */
+static void test_client_keys(void **state)
+{
+    struct conf *c = load_ok(MINIMAL "client:\n"
+                                     "  header_timeout: 100ms\n"
+                                     "  on_max_connections: pause\n");
+    assert_int_equal(c->client.header_timeout_ms, 100);
+    assert_int_equal(c->client.on_max_connections, CONF_CONN_PAUSE);
+    assert_int_equal(c->client.max_connections, 1024); /* the others keep their defaults */
+    conf_free(c);
+
+    c = load_ok(MINIMAL "client: { header_timeout: 1h, on_max_connections: reject }\n");
+    assert_int_equal(c->client.header_timeout_ms, 3600000);
+    assert_int_equal(c->client.on_max_connections, CONF_CONN_REJECT);
     conf_free(c);
 }
 
@@ -607,6 +626,18 @@ static const struct bad bad_cases[] = {
      "always win"},
     {LISTEN UPSTREAMS "routes:\n  - { path_prefix: /a, host: 'a.example:8080', upstream: api }\n",
      "9:30: routes[0].host: expected a host name (no port), got 'a.example:8080'"},
+
+    /* client.header_timeout, client.on_max_connections */
+    {MINIMAL "client:\n  header_timeout: 99ms\n",
+     "12:19: client.header_timeout: must be between 100ms and 1h, got '99ms'"},
+    {MINIMAL "client:\n  header_timeout: 61m\n",
+     "12:19: client.header_timeout: must be between 100ms and 1h, got '61m'"},
+    {MINIMAL "client:\n  header_timeout: 10\n",
+     "12:19: client.header_timeout: missing unit (ms, s, m or h), got '10'"},
+    {MINIMAL "client:\n  on_max_connections: drop\n",
+     "12:23: client.on_max_connections: expected one of reject, pause, got 'drop'"},
+    {MINIMAL "client: { on_max_connections: [pause] }\n",
+     "11:31: client.on_max_connections: expected one of reject, pause, got a list"},
 };
 
 static void test_bad_table(void **state)
@@ -637,7 +668,7 @@ int main(void)
         cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_good_corners), cmocka_unit_test(test_sample),
         cmocka_unit_test(test_files),        cmocka_unit_test(test_err_buffer),
-        cmocka_unit_test(test_bad_table),
+        cmocka_unit_test(test_client_keys),  cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
