@@ -44,6 +44,7 @@
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum conf_conn_limit) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum conf_feedback_scope) == sizeof(int), "enums are stored as int");
 
 /* ---------------------------------------------------------------- value checks */
 
@@ -394,6 +395,11 @@ static const struct schema_enum conn_limits[] = {
     {"pause", CONF_CONN_PAUSE},
     {NULL, 0},
 };
+static const struct schema_enum feedback_scopes[] = {
+    {"upstream", CONF_FEEDBACK_UPSTREAM},
+    {"key", CONF_FEEDBACK_KEY},
+    {NULL, 0},
+};
 
 /* clang-format off */
 
@@ -490,6 +496,16 @@ static const struct schema_key retry_keys[] = {
 };
 static const struct schema_table retry_table = {.keys = retry_keys, .mark_off = SCHEMA_NOFIELD};
 
+/* feedback: true | false | { enabled, scope, max_pause } */
+static const struct schema_key feedback_keys[] = {
+    KEY_BOOL    ("enabled",            U, feedback,                                     "true"),
+    KEY_ENUM    ("scope",              U, feedback_scope, feedback_scopes,              "upstream"),
+    KEY_DURATION("max_pause",          U, feedback_max_pause_ms, "1s",   "24h",         "5m"),
+    KEY_END
+};
+static const struct schema_table feedback_table = {
+    .keys = feedback_keys, .mark_off = SCHEMA_NOFIELD};
+
 #define FA struct conf_fairness
 static const struct schema_key fairness_keys[] = {
     KEY_LIST("key_limits", FA, key_limits, nkey_limits, "1", "4", &limit_table,         NO_DEFAULT),
@@ -529,7 +545,7 @@ static const struct schema_key upstream_keys[] = {
     KEY_SIZE32  ("max_header_size",    U, max_header_size,       "1k",   "1m",          "16k"),
     KEY_SECTION ("tls",                U, tls, &tls_client_table),
     KEY_SECTION ("fairness",           U, fairness, &fairness_table),
-    KEY_BOOL    ("feedback",           U, feedback,                                     "true"),
+    KEY_SWITCH  ("feedback",           U, feedback, &feedback_table),
     KEY_INLINE  ("retry",              &retry_table),
     KEY_END
 };

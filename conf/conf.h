@@ -34,6 +34,12 @@ enum conf_conn_limit {
     CONF_CONN_PAUSE,  /* "pause": stop accepting until a connection closes */
 };
 
+/* What a 429 (or 503 + Retry-After) from an upstream pauses. */
+enum conf_feedback_scope {
+    CONF_FEEDBACK_UPSTREAM, /* "upstream": every release to the upstream */
+    CONF_FEEDBACK_KEY,      /* "key": the fair-queuing key of the refused request only */
+};
+
 /* TLS toward an upstream (url: https://...). */
 struct conf_tls_client {
     int enabled;       /* 1 when the url scheme is https */
@@ -97,7 +103,9 @@ struct conf_upstream {
     uint32_t max_header_size; /* default 16k: status line + headers of an answer, else 502 */
     struct conf_fairness fairness;
     int feedback; /* default 1: pause on 429/503+Retry-After, obey RateLimit budgets */
-    uint32_t retry_max_attempts; /* default 3: sends of one request refused with 429 */
+    enum conf_feedback_scope feedback_scope; /* default upstream */
+    uint64_t feedback_max_pause_ms; /* default 300000: longest pause an upstream can ask for */
+    uint32_t retry_max_attempts;    /* default 3: sends of one request refused with 429 */
     uint64_t retry_max_wait_ms; /* default 60000: longest upstream-requested pause to retry after */
     struct conf_tls_client tls;
     struct conf_mark mark;

@@ -461,6 +461,30 @@ static int load_named_map(struct diag *d, const struct schema_key *k, const stru
     return 0;
 }
 
+/* A SWITCH: a mapping is read as its section, a plain true|false sets the int at aux_off
+ * (and leaves the section's defaults). */
+static int load_switch(struct diag *d, const struct schema_key *k, const struct node *n, void *obj)
+{
+    char buf[80];
+    int on;
+
+    if (n->kind == NODE_MAP)
+        return load_struct(d, k->sub, n, n, FIELD(obj, k->off));
+    if (n->kind == NODE_SCALAR && (strcmp(n->text, "true") == 0 || strcmp(n->text, "false") == 0)) {
+        if (!n->plain) {
+            diag_fail(d, &n->mark, "expected true or false without quotes, or a mapping, got '%s'",
+                      n->text);
+            return -1;
+        }
+        on = n->text[0] == 't';
+        memcpy(FIELD(obj, k->aux_off), &on, sizeof on);
+        return 0;
+    }
+    diag_fail(d, &n->mark, "expected true, false or a mapping, got %s",
+              node_describe(n, buf, sizeof buf));
+    return -1;
+}
+
 static int load_value(struct diag *d, const struct schema_key *k, const struct node *n, void *obj)
 {
     int one = 1;
@@ -469,6 +493,8 @@ static int load_value(struct diag *d, const struct schema_key *k, const struct n
         if (k->flags & SCHEMA_PRESENCE)
             memcpy(FIELD(obj, k->aux_off), &one, sizeof one);
         return load_struct(d, k->sub, n, n, FIELD(obj, k->off));
+    case SCHEMA_SWITCH:
+        return load_switch(d, k, n, obj);
     case SCHEMA_LIST:
         return load_list(d, k, n, obj);
     case SCHEMA_NAMED_MAP:
@@ -554,7 +580,7 @@ static int apply_defaults(struct diag *d, const struct schema_table *t, void *ob
 {
     for (const struct schema_key *k = t->keys; k->name != NULL; k++) {
         const char *why;
-        if (k->type == SCHEMA_SECTION) {
+        if (k->type == SCHEMA_SECTION || k->type == SCHEMA_SWITCH) {
             if (apply_defaults(d, k->sub, FIELD(obj, k->off)) != 0)
                 return -1;
             continue;
@@ -599,6 +625,7 @@ void schema_free(const struct schema_table *t, void *obj)
             free_str(obj, k->off);
             break;
         case SCHEMA_SECTION:
+        case SCHEMA_SWITCH:
             schema_free(k->sub, FIELD(obj, k->off));
             break;
         case SCHEMA_LIST:

@@ -44,6 +44,8 @@ enum schema_type {
     SCHEMA_ENUM,      /* int, one of `enums` */
     SCHEMA_CUSTOM,    /* `parse` does it all */
     SCHEMA_SECTION,   /* a mapping read into the struct at `off` with `sub` */
+    SCHEMA_SWITCH,    /* a SECTION that may also be a bare true|false: that sets the int at
+                       * aux_off (which the section's own keys fill too, e.g. `enabled`) */
     SCHEMA_LIST,      /* a list of `sub` structs: pointer at off, size_t count at aux_off */
     SCHEMA_NAMED_MAP, /* a mapping name -> `sub` struct: pointer at off, count at aux_off */
 };
@@ -68,7 +70,7 @@ struct schema_key {
     const char *def;                 /* default, written like a value; NULL: zero / NULL */
     unsigned flags;                  /* SCHEMA_REQUIRED, SCHEMA_PRESENCE */
     const struct schema_enum *enums; /* SCHEMA_ENUM, ended by a NULL name */
-    const struct schema_table *sub;  /* SECTION, LIST, NAMED_MAP */
+    const struct schema_table *sub;  /* SECTION, SWITCH, LIST, NAMED_MAP */
     int (*parse)(struct diag *d, const struct node *value, void *obj); /* SCHEMA_CUSTOM */
 };
 
@@ -140,6 +142,10 @@ struct schema_table {
 #define KEY_OPTIONAL(NAME, T, F, SUB, ENABLED) \
     {.name = NAME, .type = SCHEMA_SECTION, .off = offsetof(T, F), .sub = SUB, \
      .flags = SCHEMA_PRESENCE, .aux_off = offsetof(T, ENABLED)}
+/* A section (into this same struct) that may also be written true|false: a bare
+ * true|false sets the int field ENABLED, the mapping form has its own key for it. */
+#define KEY_SWITCH(NAME, T, ENABLED, SUB) \
+    {.name = NAME, .type = SCHEMA_SWITCH, .off = 0, .aux_off = offsetof(T, ENABLED), .sub = SUB}
 /* MIN..MAX entries (NULL: no bound) of SUB structs: the pointer at F, a size_t count at N. */
 #define KEY_LIST(NAME, T, F, N, MIN, MAX, SUB, ...) \
     {.name = NAME, .type = SCHEMA_LIST, .off = offsetof(T, F), .aux_off = offsetof(T, N), \

@@ -246,6 +246,9 @@ static void test_defaults(void **state)
     assert_int_equal(u->response_timeout_ms, 30000);
     assert_int_equal(u->keepalive, 32);
     assert_int_equal(u->preserve_host, 0);
+    assert_int_equal(u->feedback, 1);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
+    assert_int_equal(u->feedback_max_pause_ms, 300000);
     assert_int_equal(u->tls.enabled, 0);
     assert_int_equal(u->tls.mark.line, 0);
 
@@ -303,6 +306,54 @@ static void test_client_keys(void **state)
     c = load_ok(MINIMAL "client: { header_timeout: 1h, on_max_connections: reject }\n");
     assert_int_equal(c->client.header_timeout_ms, 3600000);
     assert_int_equal(c->client.on_max_connections, CONF_CONN_REJECT);
+    conf_free(c);
+}
+
+/* feedback: a bool as before, or a mapping; each form's defaults. */
+static void test_feedback_forms(void **state)
+{
+    struct conf *c =
+        load_ok(LISTEN "upstreams:\n"
+                       "  a: { url: http://h, limits: [{rate: 1/s}], feedback: true }\n"
+                       "  b: { url: http://h, limits: [{rate: 1/s}], feedback: false }\n"
+                       "  c:\n"
+                       "    url: http://h\n"
+                       "    limits: [{rate: 1/s}]\n"
+                       "    feedback:\n"
+                       "      scope: key\n"
+                       "      max_pause: 1s\n"
+                       "  d:\n"
+                       "    url: http://h\n"
+                       "    limits: [{rate: 1/s}]\n"
+                       "    feedback: { enabled: false, max_pause: 24h }\n"
+                       "  e: { url: http://h, limits: [{rate: 1/s}], feedback: {} }\n"
+                       "  f: { url: http://h, limits: [{rate: 1/s}] }\n"
+                       "routes:\n"
+                       "  - { path_prefix: /, upstream: a }\n");
+    const struct conf_upstream *u = conf_find_upstream(c, "a");
+    assert_int_equal(u->feedback, 1);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
+    assert_int_equal(u->feedback_max_pause_ms, 300000);
+    u = conf_find_upstream(c, "b");
+    assert_int_equal(u->feedback, 0);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
+    assert_int_equal(u->feedback_max_pause_ms, 300000);
+    /* scope: key with no keyed route pointing at c: accepted (every request is one key). */
+    u = conf_find_upstream(c, "c");
+    assert_int_equal(u->feedback, 1);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_KEY);
+    assert_int_equal(u->feedback_max_pause_ms, 1000);
+    u = conf_find_upstream(c, "d");
+    assert_int_equal(u->feedback, 0);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
+    assert_int_equal(u->feedback_max_pause_ms, 86400000);
+    u = conf_find_upstream(c, "e");
+    assert_int_equal(u->feedback, 1);
+    assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
+    assert_int_equal(u->feedback_max_pause_ms, 300000);
+    u = conf_find_upstream(c, "f");
+    assert_int_equal(u->feedback, 1);
+    assert_int_equal(u->feedback_max_pause_ms, 300000);
     conf_free(c);
 }
 
@@ -638,6 +689,30 @@ static const struct bad bad_cases[] = {
      "12:23: client.on_max_connections: expected one of reject, pause, got 'drop'"},
     {MINIMAL "client: { on_max_connections: [pause] }\n",
      "11:31: client.on_max_connections: expected one of reject, pause, got a list"},
+
+    /* feedback: true | false | { enabled, scope, max_pause } */
+    {UPSTREAMS_WITH("    feedback: yes\n") LISTEN ROUTES,
+     "6:15: upstreams.api.feedback: expected true, false or a mapping, got 'yes'"},
+    {UPSTREAMS_WITH("    feedback: \"true\"\n") LISTEN ROUTES,
+     "6:15: upstreams.api.feedback: expected true or false without quotes, or a mapping, got "
+     "'true'"},
+    {UPSTREAMS_WITH("    feedback:\n") LISTEN ROUTES,
+     "6:14: upstreams.api.feedback: expected true, false or a mapping, got an empty value"},
+    {UPSTREAMS_WITH("    feedback: [true]\n") LISTEN ROUTES,
+     "6:15: upstreams.api.feedback: expected true, false or a mapping, got a list"},
+    {UPSTREAMS_WITH("    feedback: true\n    feedback: false\n") LISTEN ROUTES,
+     "7:5: upstreams.api.feedback: duplicate key, first at 6:5"},
+    {UPSTREAMS_WITH("    feedback: { scope: user }\n") LISTEN ROUTES,
+     "6:24: upstreams.api.feedback.scope: expected one of upstream, key, got 'user'"},
+    {UPSTREAMS_WITH("    feedback:\n      enabled: yes\n") LISTEN ROUTES,
+     "7:16: upstreams.api.feedback.enabled: expected true or false, got 'yes'"},
+    {UPSTREAMS_WITH("    feedback: { max_pause: 999ms }\n") LISTEN ROUTES,
+     "6:28: upstreams.api.feedback.max_pause: must be between 1s and 24h, got '999ms'"},
+    {UPSTREAMS_WITH("    feedback: { max_pause: 25h }\n") LISTEN ROUTES,
+     "6:28: upstreams.api.feedback.max_pause: must be between 1s and 24h, got '25h'"},
+    {UPSTREAMS_WITH("    feedback: { retry: 3 }\n") LISTEN ROUTES,
+     "6:17: upstreams.api.feedback.retry: unknown key (expected one of: enabled, scope, "
+     "max_pause)"},
 };
 
 static void test_bad_table(void **state)
@@ -668,7 +743,8 @@ int main(void)
         cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_good_corners), cmocka_unit_test(test_sample),
         cmocka_unit_test(test_files),        cmocka_unit_test(test_err_buffer),
-        cmocka_unit_test(test_client_keys),  cmocka_unit_test(test_bad_table),
+        cmocka_unit_test(test_client_keys),  cmocka_unit_test(test_feedback_forms),
+        cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
