@@ -366,6 +366,10 @@ static int finish_upstream(struct diag *d, const struct node *map, void *obj)
         if (tls == NULL && url != NULL)
             u->tls.mark = url->mark;
     }
+    /* A pool smaller than the requests in flight would close and reopen connections all
+     * the time under ordinary load; an explicit value (0 too) wins. */
+    if (node_get(map, "keepalive") == NULL)
+        u->keepalive = u->max_in_flight;
     return 0;
 }
 
@@ -540,7 +544,8 @@ static const struct schema_key upstream_keys[] = {
     KEY_U32     ("max_in_flight",      U, max_in_flight,         "1",    "100000",      "64"),
     KEY_INLINE  ("queue",              &queue_table),
     KEY_INLINE  ("timeouts",           &timeouts_table),
-    KEY_U32     ("keepalive",          U, keepalive,             "0",    "100000",      "32"),
+    /* keepalive defaults to max_in_flight (finish_upstream) */
+    KEY_U32     ("keepalive",          U, keepalive,             "0",    "100000",      NO_DEFAULT),
     KEY_BOOL    ("preserve_host",      U, preserve_host,                                "false"),
     KEY_SIZE32  ("max_header_size",    U, max_header_size,       "1k",   "1m",          "16k"),
     KEY_SECTION ("tls",                U, tls, &tls_client_table),

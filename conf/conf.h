@@ -98,7 +98,7 @@ struct conf_upstream {
     uint64_t max_wait_ms;         /* default 30000 */
     uint64_t connect_timeout_ms;  /* default 2000 */
     uint64_t response_timeout_ms; /* default 30000 */
-    uint32_t keepalive;           /* idle connections kept open, default 32 */
+    uint32_t keepalive;           /* idle connections kept open; default max_in_flight */
     int preserve_host;        /* forward the client's Host instead of the upstream's; default 0 */
     uint32_t max_header_size; /* default 16k: status line + headers of an answer, else 502 */
     struct conf_fairness fairness;

@@ -244,7 +244,7 @@ static void test_defaults(void **state)
     assert_int_equal(u->max_wait_ms, 30000);
     assert_int_equal(u->connect_timeout_ms, 2000);
     assert_int_equal(u->response_timeout_ms, 30000);
-    assert_int_equal(u->keepalive, 32);
+    assert_int_equal(u->keepalive, 64); /* max_in_flight */
     assert_int_equal(u->preserve_host, 0);
     assert_int_equal(u->feedback, 1);
     assert_int_equal(u->feedback_scope, CONF_FEEDBACK_UPSTREAM);
@@ -354,6 +354,26 @@ static void test_feedback_forms(void **state)
     u = conf_find_upstream(c, "f");
     assert_int_equal(u->feedback, 1);
     assert_int_equal(u->feedback_max_pause_ms, 300000);
+    conf_free(c);
+}
+
+/* keepalive: max_in_flight unless given; a given value wins, 0 included. */
+static void test_keepalive_default(void **state)
+{
+    struct conf *c =
+        load_ok(LISTEN "upstreams:\n"
+                       "  a: { url: http://h, limits: [{rate: 1/s}], max_in_flight: 7 }\n"
+                       "  b: { url: http://h, limits: [{rate: 1/s}], max_in_flight: 7,\n"
+                       "       keepalive: 3 }\n"
+                       "  c: { url: http://h, limits: [{rate: 1/s}], keepalive: 0 }\n"
+                       "  d: { url: http://h, limits: [{rate: 1/s}], keepalive: 100000,\n"
+                       "       max_in_flight: 1 }\n"
+                       "routes:\n"
+                       "  - { path_prefix: /, upstream: a }\n");
+    assert_int_equal(conf_find_upstream(c, "a")->keepalive, 7);
+    assert_int_equal(conf_find_upstream(c, "b")->keepalive, 3);
+    assert_int_equal(conf_find_upstream(c, "c")->keepalive, 0);
+    assert_int_equal(conf_find_upstream(c, "d")->keepalive, 100000);
     conf_free(c);
 }
 
@@ -713,6 +733,12 @@ static const struct bad bad_cases[] = {
     {UPSTREAMS_WITH("    feedback: { retry: 3 }\n") LISTEN ROUTES,
      "6:17: upstreams.api.feedback.retry: unknown key (expected one of: enabled, scope, "
      "max_pause)"},
+
+    /* keepalive (default max_in_flight) keeps its bounds */
+    {UPSTREAMS_WITH("    keepalive: 100001\n") LISTEN ROUTES,
+     "6:16: upstreams.api.keepalive: must be between 0 and 100000, got '100001'"},
+    {UPSTREAMS_WITH("    keepalive: -1\n") LISTEN ROUTES,
+     "6:16: upstreams.api.keepalive: must not be negative, got '-1'"},
 };
 
 static void test_bad_table(void **state)
@@ -740,10 +766,15 @@ static void test_bad_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full),         cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_good_corners), cmocka_unit_test(test_sample),
-        cmocka_unit_test(test_files),        cmocka_unit_test(test_err_buffer),
-        cmocka_unit_test(test_client_keys),  cmocka_unit_test(test_feedback_forms),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_good_corners),
+        cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_files),
+        cmocka_unit_test(test_err_buffer),
+        cmocka_unit_test(test_client_keys),
+        cmocka_unit_test(test_feedback_forms),
+        cmocka_unit_test(test_keepalive_default),
         cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
