@@ -804,6 +804,29 @@ out:
     return c;
 }
 
+size_t conf_warnings(const struct conf *c, char *out, size_t len)
+{
+    uint64_t queued = 0;
+    size_t n = 0;
+
+    if (len > 0)
+        out[0] = '\0';
+    for (size_t i = 0; i < c->nupstreams; i++)
+        queued += c->upstreams[i].queue_size;
+    /* Each queued request holds its client's connection: the cap bounds the queues. */
+    if (queued > c->client.max_connections) {
+        if (len > 0)
+            snprintf(out, len,
+                     "%s: warning: the queues hold up to %llu requests but "
+                     "client.max_connections is %u: at most %u can wait at once (raise "
+                     "client.max_connections or lower queue sizes)\n",
+                     c->path, (unsigned long long)queued, (unsigned)c->client.max_connections,
+                     (unsigned)c->client.max_connections);
+        n++;
+    }
+    return n;
+}
+
 void conf_free(struct conf *c)
 {
     if (c == NULL)

@@ -185,6 +185,11 @@ struct conf *conf_load_string(const char *name, const char *yaml, char *err, siz
 
 void conf_free(struct conf *c);
 
+/* What a valid config says that is probably not what was meant (`sluice -t` prints it):
+ * one line per warning, "FILE: warning: ...\n", written into out (cut to len, always
+ * NUL-terminated when len > 0). Returns the number of warnings; 0 leaves out "". */
+size_t conf_warnings(const struct conf *c, char *out, size_t len);
+
 /* Is `host` (as stored in the config: no brackets) an IPv4 or IPv6 address rather than
  * a name? Decides SNI vs IP-SAN checks and whether a resolver is needed. */
 int conf_host_is_ip(const char *host);

@@ -317,6 +317,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        /* Valid but probably not meant: said on stderr, still exit 0. */
+        if (conf_warnings(s.conf, err, sizeof(err)) > 0)
+            fputs(err, stderr);
         printf("%s: configuration ok\n", conf_path);
         confgen_release(s.gen);
         return 0;

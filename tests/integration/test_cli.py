@@ -93,6 +93,7 @@ def test_check_good_config_exits_0(tmp_path):
     path.write_text(fill(GOOD))
     p = harness.run_cli(["-t", "-c", str(path)])
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "warning" not in p.stderr, p.stderr
 
 
 def test_check_full_config_exits_0(tmp_path, upstream):
@@ -106,6 +107,34 @@ def test_check_full_config_exits_0(tmp_path, upstream):
     path.write_text(harness.to_yaml(cfg) + "\n")
     p = harness.run_cli(["-t", "-c", str(path)])
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# GOOD with a second upstream: the queues hold 10 + 5 = 15 requests.
+TWO_QUEUES = GOOD.replace("upstreams:\n", """upstreams:
+  other:
+    url: http://127.0.0.1:{uport}
+    limits: [{{ rate: 1/s }}]
+    queue: {{ size: 5 }}
+""") + "client:\n  max_connections: {maxconn}\n"
+
+
+@pytest.mark.parametrize("maxconn,warns", [(14, True), (15, False)])
+def test_check_warns_when_queues_exceed_max_connections(tmp_path, maxconn, warns):
+    """Valid either way (exit 0); one warning line on stderr when the queues can hold more
+    requests than client.max_connections lets in at once."""
+    path = tmp_path / "queues.yaml"
+    path.write_text(TWO_QUEUES.format(port=harness.free_port(), uport=harness.free_port(),
+                                      maxconn=maxconn))
+    p = harness.run_cli(["-t", "-c", str(path)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "configuration ok" in p.stdout, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if "warning" in l]
+    if not warns:
+        assert lines == [], p.stderr
+        return
+    assert lines == ["%s: warning: the queues hold up to 15 requests but client.max_connections"
+                     " is 14: at most 14 can wait at once (raise client.max_connections or"
+                     " lower queue sizes)" % path], p.stderr
 
 
 def test_start_with_broken_config_exits_1(tmp_path):

@@ -377,6 +377,42 @@ static void test_keepalive_default(void **state)
     conf_free(c);
 }
 
+/* conf_warnings: the queues can hold more requests than client.max_connections lets in. */
+static void test_warnings(void **state)
+{
+    char out[512];
+    const char *two = LISTEN "upstreams:\n"
+                             "  a: { url: http://h, limits: [{rate: 1/s}] }\n"
+                             "  b: { url: http://h, limits: [{rate: 1/s}], queue: { size: 24 } }\n"
+                             "routes:\n"
+                             "  - { path_prefix: /, upstream: a }\n";
+    char yaml[1024];
+
+    struct conf *c = load_ok(MINIMAL);
+    memset(out, 'x', sizeof out);
+    assert_int_equal(conf_warnings(c, out, sizeof out), 0); /* 1000 of 1024 */
+    assert_string_equal(out, "");
+    conf_free(c);
+
+    c = load_ok(two); /* 1000 + 24 = 1024: every queued request fits */
+    assert_int_equal(conf_warnings(c, out, sizeof out), 0);
+    conf_free(c);
+
+    snprintf(yaml, sizeof yaml, "%sclient: { max_connections: 1023 }\n", two);
+    c = load_ok(yaml);
+    assert_int_equal(conf_warnings(c, out, sizeof out), 1);
+    assert_string_equal(out, "t.yaml: warning: the queues hold up to 1024 requests but "
+                             "client.max_connections is 1023: at most 1023 can wait at once "
+                             "(raise client.max_connections or lower queue sizes)\n");
+    /* A short buffer is cut and terminated; no buffer at all is fine. */
+    memset(out, 'x', sizeof out);
+    assert_int_equal(conf_warnings(c, out, 10), 1);
+    assert_string_equal(out, "t.yaml: w");
+    assert_int_equal(out[10], 'x');
+    assert_int_equal(conf_warnings(c, NULL, 0), 1);
+    conf_free(c);
+}
+
 /* The shipped sample must load, and say what it says. */
 static void test_sample(void **state)
 {
@@ -775,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_client_keys),
         cmocka_unit_test(test_feedback_forms),
         cmocka_unit_test(test_keepalive_default),
+        cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
