@@ -19,6 +19,7 @@
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,11 +271,22 @@ static void body_cb(struct evhttp_request *in, void *arg)
     evhttp_send_reply_chunk(r->client, piece);
 }
 
+/* errno values that mean the TCP connection was never made. */
+static int connect_errno(int e)
+{
+    return e == ECONNREFUSED || e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN ||
+           e == EADDRNOTAVAIL || e == ETIMEDOUT;
+}
+
 static void error_cb(enum evhttp_request_error err, void *arg)
 {
     struct request *r = arg;
 
-    r->upstream_error = (int)err + 1; /* 0 means "none recorded" */
+    /* evhttp restores the socket's errno before calling us: a connect() that failed at
+     * once comes as EOF, told apart from a closed connection only by it. */
+    if (err == EVREQ_HTTP_EOF && connect_errno(EVUTIL_SOCKET_ERROR()) && r->headers_ns == 0)
+        err = (enum evhttp_request_error)-1;
+    r->upstream_error = (int)err + 1; /* 0 means "none recorded": a connect failure */
     /* Read the handshake's verdict now, before anything else touches the session. */
     if (r->conn != NULL && upstream_is_tls(r->upstream) && err != EVREQ_HTTP_REQUEST_CANCEL)
         r->tls_reason = tls_failure(evhttp_connection_get_bufferevent(r->conn->evcon), 0,

@@ -33,6 +33,7 @@
 
 #include "conf/conf.h"
 #include "proxy/classify.h"
+#include "proxy/clock.h"
 #include "proxy/gate.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
@@ -61,24 +62,49 @@ struct client_conn {
     uint64_t requests;                /* requests evhttp has handed to request_cb */
     struct request *relaying;         /* its answer is being written (frontend_bind_request) */
     struct client_conn *next_pending; /* in frontend.pending until pending_cb */
+    int refused;                      /* accepted over client.max_connections: answered 503 */
+    int cut_status;                   /* the gate was cut (gate_cut): its stand-in gets this */
+    const char *cut_reason;           /* ... with this Sluice-Reason */
+    uint64_t head_deadline_ns;        /* in the head list: when its head must be complete */
+    struct client_conn *head_prev, *head_next;
+    int in_head_list;
 };
+
+/* How many connections beyond client.max_connections may be in the middle of being told
+ * 503 connection_limit before accepting pauses anyway: the bound on file descriptors. */
+#define REFUSING_MAX 64
+#define FD_BACKOFF_MS 100 /* accept() out of file descriptors: stop accepting this long */
 
 struct frontend {
     struct server *server;
     struct listener *listeners;   /* serving, in config order */
     struct listener *retired;     /* closed by a reload; their connections finish, freed at exit */
-    size_t connections;           /* open client connections */
-    int paused;                   /* accepting stopped at max_connections */
+    size_t connections;           /* open client connections served (the cap counts these) */
+    size_t refusing;              /* connections over the cap being answered 503 */
+    int accepting;                /* the listeners are enabled */
+    int cap_paused;               /* pause mode at the cap, or REFUSING_MAX reached */
+    int fd_paused;                /* backing off after accept() ran out of descriptors */
+    int closing;                  /* frontend_free: nothing may re-enable listeners */
+    struct event *fd_backoff;     /* ends fd_paused */
+    uint64_t fd_logged_ns;        /* last log line about it (at most one a second) */
+    uint64_t fd_failures;         /* accept() failures since that line */
     struct client_conn *pending;  /* new connections awaiting their close callback */
     struct event *pending_ev;     /* priority 0: registers close callbacks */
     struct client_conn **by_fd;   /* open connections by socket */
     size_t by_fd_cap;
+    struct client_conn *head_first, *head_last; /* waiting for a head, oldest deadline first */
+    struct event *head_timer;     /* the one timer: the first one's deadline */
 };
+
+/* evconnlistener's error callback gets evhttp's argument, not ours; there is one front
+ * end per process, so this is how that callback finds it. */
+static struct frontend *error_frontend;
 
 static void set_accepting(struct frontend *f, int on)
 {
     struct listener *l;
 
+    f->accepting = on;
     for (l = f->listeners; l != NULL; l = l->next) {
         struct evconnlistener *el;
         if (l->bound == NULL)
@@ -89,6 +115,122 @@ static void set_accepting(struct frontend *f, int on)
         else
             evconnlistener_disable(el);
     }
+}
+
+/* Accept while below the cap (pause mode) or the refusal bound (reject mode), and not
+ * backing off from a lack of file descriptors. */
+static void update_accepting(struct frontend *f)
+{
+    const struct conf_client *cl = &f->server->conf->client;
+    int cap = cl->on_max_connections == CONF_CONN_PAUSE ? f->connections >= cl->max_connections
+                                                         : f->refusing >= REFUSING_MAX;
+    int want;
+
+    if (cap != f->cap_paused) {
+        f->cap_paused = cap;
+        if (cap)
+            log_warn("client.max_connections (%u) reached: %s", cl->max_connections,
+                     cl->on_max_connections == CONF_CONN_PAUSE
+                         ? "not accepting until one closes"
+                         : "answering 503 connection_limit, and not accepting more until "
+                           "those are answered");
+        else
+            log_info("below client.max_connections (%u): accepting again", cl->max_connections);
+    }
+    want = !f->cap_paused && !f->fd_paused && !f->closing;
+    if (want != f->accepting)
+        set_accepting(f, want);
+}
+
+/* ---- the head deadline (client.header_timeout) ----------------------------------------
+ * Every connection waiting for a request head is in one list, in order of deadline
+ * (each gets now + header_timeout when it starts waiting), and one timer is armed for
+ * the first: no timer per connection. A connection waits from accept, and again from
+ * the first byte of each later head, until the head is complete. */
+
+static void head_timer_arm(struct frontend *f)
+{
+    struct timeval tv;
+    uint64_t now;
+
+    if (f->head_first == NULL) {
+        evtimer_del(f->head_timer);
+        return;
+    }
+    now = clock_now_ns();
+    tv = clock_ns_timeval(f->head_first->head_deadline_ns > now
+                              ? f->head_first->head_deadline_ns - now
+                              : 0);
+    evtimer_add(f->head_timer, &tv);
+}
+
+static void head_wait(struct frontend *f, struct client_conn *cc)
+{
+    if (cc->in_head_list)
+        return;
+    cc->head_deadline_ns = clock_now_ns() + f->server->conf->client.header_timeout_ms * NS_PER_MS;
+    cc->in_head_list = 1;
+    cc->head_next = NULL;
+    cc->head_prev = f->head_last;
+    if (f->head_last != NULL)
+        f->head_last->head_next = cc;
+    else
+        f->head_first = cc;
+    f->head_last = cc;
+    if (f->head_first == cc)
+        head_timer_arm(f);
+}
+
+static void head_done(struct frontend *f, struct client_conn *cc)
+{
+    if (!cc->in_head_list)
+        return;
+    if (cc->head_prev != NULL)
+        cc->head_prev->head_next = cc->head_next;
+    else
+        f->head_first = cc->head_next;
+    if (cc->head_next != NULL)
+        cc->head_next->head_prev = cc->head_prev;
+    else
+        f->head_last = cc->head_prev;
+    cc->in_head_list = 0;
+    cc->head_prev = cc->head_next = NULL;
+}
+
+/* The gate took new bytes: is a head pending now? */
+static void conn_input_cb(void *arg)
+{
+    struct client_conn *cc = arg;
+
+    if (gate_head_pending(cc->gate))
+        head_wait(cc->frontend, cc);
+    else
+        head_done(cc->frontend, cc);
+}
+
+/* Stop reading this connection and answer its next request with `status` / `reason`
+ * (the front end's own refusals: 408 header_timeout, 503 connection_limit). May run
+ * request_cb, and close the connection, before it returns: cc is not touched after. */
+static void conn_cut(struct client_conn *cc, int status, const char *reason)
+{
+    cc->cut_status = status;
+    cc->cut_reason = reason;
+    gate_cut(cc->gate);
+}
+
+static void head_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct frontend *f = arg;
+    uint64_t now = clock_now_ns();
+
+    while (f->head_first != NULL && f->head_first->head_deadline_ns <= now) {
+        struct client_conn *cc = f->head_first;
+        head_done(f, cc);
+        log_info("client %s: request headers not complete within client.header_timeout; 408",
+                 cc->evcon ? "connection" : "(new)");
+        conn_cut(cc, 408, "header_timeout");
+    }
+    head_timer_arm(f);
 }
 
 static void conn_free(struct client_conn *cc)
@@ -111,15 +253,14 @@ static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
     }
     if (cc->fd >= 0 && (size_t)cc->fd < f->by_fd_cap && f->by_fd[cc->fd] == cc)
         f->by_fd[cc->fd] = NULL;
+    head_done(f, cc);
+    if (cc->refused)
+        f->refusing--;
+    else
+        f->connections--;
     conn_free(cc);
-    f->connections--;
     server_check_idle(f->server);
-    if (f->paused && f->connections < f->server->conf->client.max_connections) {
-        f->paused = 0;
-        set_accepting(f, 1);
-        log_info("below client.max_connections (%u): accepting again",
-                 f->server->conf->client.max_connections);
-    }
+    update_accepting(f);
 }
 
 /* The client_conn of an evhttp connection, found by its socket. */
@@ -180,13 +321,24 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
             log_error("cannot track a new client connection; closing it");
             if (evcon != NULL)
                 evhttp_connection_free(evcon); /* calls no close callback: none is set */
+            if (cc->refused)
+                f->refusing--;
+            else
+                f->connections--;
             conn_free(cc);
-            f->connections--;
             continue;
         }
         evhttp_connection_set_closecb(evcon, conn_closed_cb, cc);
+        gate_on_input(cc->gate, conn_input_cb, cc);
+        if (cc->refused)
+            /* Over client.max_connections: a fast, clear answer rather than a wait in the
+             * kernel's backlog; nothing of the request is read beyond what is dropped. */
+            conn_cut(cc, 503, "connection_limit");
+        else
+            head_wait(f, cc);
     }
     f->pending = NULL;
+    update_accepting(f);
 }
 
 static struct bufferevent *bev_cb(struct event_base *base, void *arg)
@@ -210,13 +362,14 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
     cc->next_pending = f->pending;
     f->pending = cc;
     event_active(f->pending_ev, EV_TIMEOUT, 1);
-    f->connections++;
-    if (!f->paused && f->connections >= cl->max_connections) {
-        f->paused = 1;
-        set_accepting(f, 0);
-        log_warn("client.max_connections (%u) reached: not accepting until one closes",
-                 cl->max_connections);
+    if (f->connections >= cl->max_connections && cl->on_max_connections == CONF_CONN_REJECT) {
+        cc->refused = 1;
+        f->refusing++;
+    } else {
+        f->connections++;
     }
+    /* At a bound, stop now: the listener's accept loop checks after each connection. */
+    update_accepting(f);
     return bev;
 fail:
     if (cc != NULL)
@@ -304,6 +457,14 @@ static void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     cc->requests++;
+    if (cc->cut_status != 0 && gate_cut_message(cc->gate) == cc->requests) {
+        request_forget_target(r);
+        request_reply_error(r, cc->cut_status, cc->cut_reason, cc->cut_status == 503 ? 1 : 0,
+                            "%s", cc->cut_status == 503
+                                      ? "too many client connections (client.max_connections)"
+                                      : "request headers not complete within client.header_timeout");
+        return;
+    }
     refused = gate_refused_message(cc->gate);
     if (refused != 0 && refused == cc->requests) {
         /* What evhttp handed over is the gate's stand-in (or a body it cut short): the
@@ -334,6 +495,42 @@ static void request_cb(struct evhttp_request *req, void *arg)
     r->waiter.cost = classify_cost(r->route, in);
     r->waiter.priority = classify_priority(r->route, in);
     upstream_submit(r->upstream, r);
+}
+
+static void fd_backoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct frontend *f = arg;
+
+    f->fd_paused = 0;
+    update_accepting(f);
+}
+
+/* accept() failed. Out of file descriptors (or kernel memory) the listening socket stays
+ * readable, so retrying at once would spin: stop accepting for FD_BACKOFF_MS, and say
+ * so at most once a second (the clients wait in the backlog meanwhile). */
+static void accept_error_cb(struct evconnlistener *el, void *arg)
+{
+    struct frontend *f = error_frontend;
+    int err = EVUTIL_SOCKET_ERROR();
+    uint64_t now = clock_now_ns();
+
+    if (f == NULL)
+        return;
+    f->fd_failures++;
+    if (now - f->fd_logged_ns >= NS_PER_SEC) {
+        log_warn("accept: %s (%llu failures in the last second): not accepting for %d ms; "
+                 "raise the open-file limit (LimitNOFILE, ulimit -n) or lower "
+                 "client.max_connections",
+                 strerror(err), (unsigned long long)f->fd_failures, FD_BACKOFF_MS);
+        f->fd_logged_ns = now;
+        f->fd_failures = 0;
+    }
+    if (!f->fd_paused) {
+        struct timeval tv = clock_ms_timeval(FD_BACKOFF_MS);
+        f->fd_paused = 1;
+        update_accepting(f);
+        evtimer_add(f->fd_backoff, &tv);
+    }
 }
 
 /* Client limits and timeouts from the config, applied to one evhttp (at start and on
@@ -393,7 +590,8 @@ static struct listener *listener_new(struct frontend *f, const struct conf *c,
                  cl->mark.col, cl->address, strerror(errno));
         goto fail;
     }
-    if (f->paused)
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(l->bound), accept_error_cb);
+    if (!f->accepting)
         evconnlistener_disable(evhttp_bound_socket_get_listener(l->bound));
     return l;
 fail:
@@ -426,8 +624,12 @@ struct frontend *frontend_new(struct server *s)
     if (f == NULL)
         return NULL;
     f->server = s;
+    f->accepting = 1;
+    error_frontend = f;
     f->pending_ev = event_new(s->base, -1, 0, pending_cb, f);
-    if (f->pending_ev == NULL)
+    f->head_timer = evtimer_new(s->base, head_timer_cb, f);
+    f->fd_backoff = evtimer_new(s->base, fd_backoff_cb, f);
+    if (f->pending_ev == NULL || f->head_timer == NULL || f->fd_backoff == NULL)
         goto fail;
     event_priority_set(f->pending_ev, 0);
     tail = &f->listeners;
@@ -535,7 +737,7 @@ void frontend_free(struct frontend *f)
 
     if (f == NULL)
         return;
-    f->paused = 0; /* closing connections must not re-enable listeners being freed */
+    f->closing = 1; /* closing connections must not re-enable listeners being freed */
     for (l = f->listeners; l != NULL; l = next) {
         next = l->next;
         listener_free(l);
@@ -546,6 +748,12 @@ void frontend_free(struct frontend *f)
     }
     if (f->pending_ev != NULL)
         event_free(f->pending_ev);
+    if (f->head_timer != NULL)
+        event_free(f->head_timer);
+    if (f->fd_backoff != NULL)
+        event_free(f->fd_backoff);
+    if (error_frontend == f)
+        error_frontend = NULL;
     free(f->by_fd);
     free(f);
 }

@@ -31,6 +31,7 @@ struct gate {
     void (*on_input)(void *arg); /* client gates: after every input run */
     void *input_arg;
     int busy;      /* inside our own rewrite: ignore the callbacks it causes */
+    uint64_t cut_message; /* the stand-in gate_cut put in (its request number), or 0 */
     int reported;  /* on_error has been scheduled */
 };
 
@@ -99,6 +100,13 @@ static void gate_run(struct gate *g, struct evbuffer *buf, size_t raw)
                 continue;
             }
             rewriting = 1;
+            /* Most connections never need it: made at the first rewrite, then kept. */
+            if (g->side == NULL && (g->side = evbuffer_new()) == NULL) {
+                g->stream.error = HTTP1_E_HEAD_TOO_LARGE; /* out of memory: stop here */
+                g->stream.phase = HTTP1_PHASE_DEAD;
+                evbuffer_drain(buf, evbuffer_get_length(buf));
+                return;
+            }
             evbuffer_remove_buffer(buf, g->side, pos);
         }
         apply(buf, g->side, ops, nops);
@@ -135,7 +143,7 @@ struct gate *gate_new(struct event_base *base, enum http1_stream_kind kind,
 
     if (g == NULL)
         return NULL;
-    if (http1_stream_init(&g->stream, kind, limits) != 0 || (g->side = evbuffer_new()) == NULL)
+    if (http1_stream_init(&g->stream, kind, limits) != 0)
         goto fail;
     if (kind == HTTP1_STREAM_RESPONSES &&
         (g->error_ev = event_new(base, -1, 0, error_ev_cb, g)) == NULL)
@@ -208,8 +216,15 @@ uint64_t gate_cut(struct gate *g)
 
     if (n == 0)
         return 0;
+    g->cut_message = n; /* before evhttp may read it: the front end asks during the read */
     g->busy = 1;
-    evbuffer_add(g->input, standin, len);
+    /* A socket bufferevent keeps its input's end frozen outside its own reads: thaw it
+     * for the stand-in, and freeze it again as it was. */
+    if (evbuffer_add(g->input, standin, len) != 0) {
+        evbuffer_unfreeze(g->input, 0);
+        evbuffer_add(g->input, standin, len);
+        evbuffer_freeze(g->input, 0);
+    }
     g->busy = 0;
     /* evhttp reads only when its socket has news: tell it now, if it is waiting for a
      * request at all (reading enabled; while it handles one, it has reading off and
@@ -218,3 +233,5 @@ uint64_t gate_cut(struct gate *g)
         bufferevent_trigger(g->bev, EV_READ, 0);
     return n;
 }
+
+uint64_t gate_cut_message(const struct gate *g) { return g->cut_message; }

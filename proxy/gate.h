@@ -74,4 +74,8 @@ int gate_head_pending(const struct gate *g);
  * front end's request callback may run before this returns. */
 uint64_t gate_cut(struct gate *g);
 
+/* The request number of the stand-in gate_cut put in, 0 when none. Set before evhttp
+ * can read the stand-in. */
+uint64_t gate_cut_message(const struct gate *g);
+
 #endif

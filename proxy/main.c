@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "conf/conf.h"
 #include "proxy/accesslog.h"
@@ -198,6 +199,37 @@ static struct event_base *base_new(void)
     return base;
 }
 
+/* Open files sluice may need beyond client connections: listeners, the admin listener,
+ * the access log, epoll, signals, DNS, and a margin. */
+#define FD_OWN_NEEDS 64
+#define FD_REFUSING 64 /* connections over the cap being answered 503 (proxy/frontend) */
+
+/* Raise the soft open-file limit to the hard one (nothing is gained by a lower one), and
+ * warn when the config can need more than that: accept() would then fail under load
+ * (sluice backs off rather than spin, but clients wait). */
+static void raise_fd_limit(const struct conf *c)
+{
+    struct rlimit rl;
+    unsigned long long need = (unsigned long long)c->client.max_connections + FD_REFUSING +
+                              FD_OWN_NEEDS;
+    size_t i;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    for (i = 0; i < c->nupstreams; i++)
+        need += c->upstreams[i].max_in_flight + c->upstreams[i].keepalive;
+    if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur)
+        log_warn("the open-file limit is %llu, but client.max_connections (%u) plus upstream "
+                 "connections may need %llu: raise it (LimitNOFILE=, ulimit -n) or lower "
+                 "client.max_connections",
+                 (unsigned long long)rl.rlim_cur, c->client.max_connections, need);
+}
+
 static int server_start(struct server *s)
 {
     size_t i;
@@ -353,6 +385,7 @@ int main(int argc, char **argv)
         log_error("cannot set up the event loop");
         goto out;
     }
+    raise_fd_limit(s.conf);
     if (server_start(&s) != 0)
         goto out;
     log_info("sluice %s started (config %s)", SLUICE_VERSION, conf_path);

@@ -536,6 +536,10 @@ static uint64_t get_max_in_flight(const struct upstream *u)
 }
 static uint64_t get_retries(const struct upstream *u) { return upstream_stats(u)->retried; }
 static uint64_t get_pauses(const struct upstream *u) { return upstream_stats(u)->paused; }
+static uint64_t get_pauses_clamped(const struct upstream *u)
+{
+    return upstream_stats(u)->pauses_clamped;
+}
 static uint64_t get_budgets(const struct upstream *u) { return upstream_stats(u)->budgets; }
 static uint64_t get_paused(const struct upstream *u)
 {
@@ -655,6 +659,9 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
                    get_retries);
     render_gauge_u(out, s, "sluice_upstream_pauses_total", "counter",
                    "Pauses the upstream asked for (Retry-After).", get_pauses);
+    render_gauge_u(out, s, "sluice_upstream_pauses_clamped_total", "counter",
+                   "Pauses asked for longer than feedback.max_pause, cut to it.",
+                   get_pauses_clamped);
     render_gauge_u(out, s, "sluice_upstream_budget_reports_total", "counter",
                    "Remaining-budget reports (RateLimit, X-RateLimit-*) obeyed.", get_budgets);
     render_gauge_u(out, s, "sluice_upstream_paused", "gauge",

@@ -301,11 +301,26 @@ int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, i
     if (!refused)
         return -1;
     pause_ms = fb.has_retry_after ? fb.retry_after_ms : 1000;
+    if (pause_ms > u->conf->feedback_max_pause_ms) {
+        /* An upstream cannot stop sluice for longer than the operator allows. */
+        log_warn("upstream %s: answered %d asking for a %llums pause; pausing for "
+                 "feedback.max_pause (%llums) instead",
+                 u->conf->name, code, (unsigned long long)pause_ms,
+                 (unsigned long long)u->conf->feedback_max_pause_ms);
+        pause_ms = u->conf->feedback_max_pause_ms;
+        u->stats.pauses_clamped++;
+    }
     if (pause_ms > 0) {
-        dispatch_pause_until(u->dispatch, now + pause_ms * NS_PER_MS);
+        /* scope key: the upstream limits each key on its own (one token per tenant), so
+         * one tenant's 429 must not hold up the others. */
+        int per_key = u->conf->feedback_scope == CONF_FEEDBACK_KEY && key_len > 0;
+        if (per_key)
+            dispatch_pause_key_until(u->dispatch, key, key_len, now + pause_ms * NS_PER_MS);
+        else
+            dispatch_pause_until(u->dispatch, now + pause_ms * NS_PER_MS);
         u->stats.paused++;
-        log_info("upstream %s: answered %d; pausing releases for %llums", u->conf->name, code,
-                 (unsigned long long)pause_ms);
+        log_info("upstream %s: answered %d; pausing releases%s for %llums", u->conf->name, code,
+                 per_key ? " of that key" : "", (unsigned long long)pause_ms);
     }
     event_active(u->timer, EV_TIMEOUT, 1);
     return (int64_t)pause_ms;
@@ -342,10 +357,18 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
     }
     /* After releasing: a waiter whose token comes due exactly at its deadline goes. */
     while ((w = dispatch_expired(u->dispatch, now)) != NULL) {
+        uint64_t paused;
         queue_left(u, w);
         r = w->data;
         u->stats.expired++;
-        request_reply_error(r, 503, "deadline", retry_after_seconds(NS_PER_SEC),
+        /* Paused by the upstream: coming back before the pause ends is pointless. */
+        paused = dispatch_paused_until(u->dispatch);
+        if (r->key_len > 0) {
+            uint64_t kp = dispatch_key_paused_until(u->dispatch, r->key, r->key_len);
+            paused = kp > paused ? kp : paused;
+        }
+        request_reply_error(r, 503, "deadline",
+                            retry_after_seconds(paused > now ? paused - now : NS_PER_SEC),
                             "waited %llums in upstream '%s' queue (max_wait)",
                             (unsigned long long)request_queue_wait_ms(r), u->conf->name);
     }

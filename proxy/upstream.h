@@ -30,6 +30,7 @@ struct upstream_stats {
     uint64_t responses, failures;
     uint64_t retried; /* requests given their turn back after a 429/503 */
     uint64_t paused;  /* pauses the upstream asked for (Retry-After) */
+    uint64_t pauses_clamped; /* of those, longer than feedback.max_pause: cut to it */
     uint64_t budgets; /* remaining-budget reports obeyed (RateLimit, X-RateLimit-*) */
 };
 
@@ -70,11 +71,12 @@ void upstream_retire(struct upstream *u, struct confgen *gen);
 /* Nothing queued, in flight or lent. */
 int upstream_idle(const struct upstream *u);
 
-/* The upstream answered with status `code` and `headers` (an evkeyvalq): apply what it
- * says about its limit (feedback on): a RateLimit / X-RateLimit budget caps releases
- * until its reset; a 429, or a 503 with Retry-After, pauses every release until the
- * time it names (1 s when a 429 names none). Returns the pause in ms, or -1 when the
- * answer is not a refusal. */
+/* The upstream answered a request of fair-queuing key `key` (key_len 0: none) with
+ * status `code` and `headers` (an evkeyvalq): apply what it says about its limit
+ * (feedback on): a RateLimit / X-RateLimit budget caps releases until its reset; a 429,
+ * or a 503 with Retry-After, pauses releases until the time it names (1 s when a 429
+ * names none; at most feedback.max_pause): every release, or with feedback.scope key
+ * only that key's. Returns the pause in ms, or -1 when the answer is not a refusal. */
 struct evkeyvalq;
 int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, int code,
                           struct evkeyvalq *headers);
