@@ -322,6 +322,10 @@ def hold(port, n, path):
     return clients
 
 
+def client_connections(admin_port):
+    return fairutil.metric_sum(fairutil.metric_samples(admin_port), "sluice_client_connections")
+
+
 def test_connection_cap_reject_answers_at_once(upstream, sluice_factory):
     """on_max_connections: reject (the default, not written in the file), cap 20: with 20
     connections holding slow requests, a 21st connection (which sends its request) gets
@@ -337,6 +341,10 @@ def test_connection_cap_reject_answers_at_once(upstream, sluice_factory):
     cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
     s = sluice_factory(cfg)
     harness.wait_until(lambda: harness.port_accepts(admin_port), 5, what="admin listener")
+    # The start-up probe's connection (harness.Sluice.wait_ready) must be gone, or it
+    # takes one of the 20 places.
+    harness.wait_until(lambda: client_connections(admin_port) == 0, 5,
+                       what="no client connection left from start-up")
     held = hold(s.port, 20, "/api/slow?ms=4000")
     try:
         upstream.wait_for(20)
