@@ -28,7 +28,10 @@ def served_within(port, seconds):
 
 
 def test_connection_cap_stops_and_resumes_accepting(upstream, sluice_factory):
-    s = sluice_factory(limits_config(upstream))
+    """on_max_connections: pause (producers that prefer to be slowed by TCP): at the cap
+    sluice stops accepting, and resumes below it. (The default, reject, is in
+    test_overload.py.)"""
+    s = sluice_factory(limits_config(upstream, on_max_connections="pause"))
     idle = [harness.connect(s.port) for _ in range(3)]
     try:
         # Let sluice accept and count the three idle connections.
