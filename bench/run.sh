@@ -13,10 +13,11 @@
 #   BENCH_ROUNDS     measured wrk runs of each proxy, alternating; the best is kept (2)
 #   BENCH_KEEPALIVE  idle upstream connections kept by both proxies (32, as asked)
 #   BENCH_RATE       the limit of the rate-accuracy test, per second (100)
+#   BENCH_RATE_DURATION  seconds the rate-accuracy test offers load (20)
 #   BENCH_MEM_N      requests held in the memory test (10000)
 #   BENCH_PIN        1: proxy on CPU 0, wrk + upstream on CPU 1 (default when >= 2 CPUs); 0: no pinning
 #   BENCH_STRICT     1: exit 1 when a goal is missed (default: report it, exit 0)
-#   BENCH_TIMEOUT    seconds after which the whole run is aborted (200)
+#   BENCH_TIMEOUT    seconds after which the whole run is aborted (240)
 set -u
 
 cd "$(dirname "$0")/.." || exit 1
@@ -26,11 +27,12 @@ DUR=${BENCH_DURATION:-10}
 TLS_DUR=${BENCH_TLS_DURATION:-6}
 WARMUP=${BENCH_WARMUP:-2}
 RATE=${BENCH_RATE:-100}
+RATE_DUR=${BENCH_RATE_DURATION:-20}
 MEM_N=${BENCH_MEM_N:-10000}
 STRICT=${BENCH_STRICT:-0}
 ROUNDS=${BENCH_ROUNDS:-2}
 KEEPALIVE=${BENCH_KEEPALIVE:-32}
-TIMEOUT=${BENCH_TIMEOUT:-200}
+TIMEOUT=${BENCH_TIMEOUT:-240}
 OUTDIR=$ROOT/build/bench
 # Debian's interpreter (the first python3 on PATH may be another build); stdlib only.
 PY=/usr/bin/python3
@@ -473,19 +475,19 @@ fi
 
 # ------------------------------------------------------------------ 3. rate accuracy
 OFFER=$((RATE * 3))
-echo "== rate accuracy: limit $RATE/s burst 1, offered $OFFER/s for ${DUR}s" >&2
+echo "== rate accuracy: limit $RATE/s burst 1, offered $OFFER/s for ${RATE_DUR}s" >&2
 start rate-upstream $ON_LOAD "$PY" "$B/upstream.py" --port "$P_RUP" --out "$TMP/rate-arrivals.txt"
 RUP_PID=$LAST
 start sluice-rate $ON_PROXY "$SLUICE" -c "$TMP/sluice-rate.yaml"
 RSL_PID=$LAST
 if wait_port "$P_RUP" rate-upstream && wait_port "$P_RSL" sluice-rate; then
-  fg $ON_LOAD "$PY" "$B/rate_client.py" --port "$P_RSL" --rate "$OFFER" --duration "$DUR" \
+  fg $ON_LOAD "$PY" "$B/rate_client.py" --port "$P_RSL" --rate "$OFFER" --duration "$RATE_DUR" \
       --out "$TMP/rate-client.kv" 2>"$TMP/rate-client.err"
   alive "$RSL_PID" sluice-rate
   stop_pid "$RSL_PID"
   stop_pid "$RUP_PID"
   "$PY" "$B/rate_analyze.py" --arrivals "$TMP/rate-arrivals.txt" --rate "$RATE" --burst 1 \
-      --start-s 1 --end-s "$(awk -v d="$DUR" 'BEGIN { print d - 0.5 }')" >"$TMP/rate.kv"
+      --start-s 1 --end-s "$(awk -v d="$RATE_DUR" 'BEGIN { print d - 0.5 }')" >"$TMP/rate.kv"
   cat "$TMP/rate-client.kv" >>"$TMP/rate.kv"
   kv rate limit "$RATE"
   kv rate burst 1

@@ -204,7 +204,7 @@ def main():
         missing = True
     else:
         err = num(rate, "rate_error_pct")
-        ok_rate = abs(err) <= 1.0
+        ok_rate = abs(err) <= 0.5
         m1, b1 = num(rate, "max_1s"), num(rate, "bound_1s")
         m01, b01 = num(rate, "max_100ms"), num(rate, "bound_100ms")
         p("   offered: %s requests in %ss (%s/s); answers seen by the client before it hung up: %s"
@@ -212,7 +212,7 @@ def main():
              ", ".join("%s %s" % (k[7:], v) for k, v in sorted(rate.items()) if k.startswith("status_"))))
         p("   upstream arrivals: %d over %.2fs; steady part: %d arrivals over %.3fs"
           % (num(rate, "arrivals"), num(rate, "span_s"), num(rate, "steady_n"), num(rate, "steady_s")))
-        p("   achieved rate (steady part): %.3f/s, %+.3f%% of the limit (goal within 1%%: %s)"
+        p("   achieved rate (steady part): %.3f/s, %+.3f%% of the limit (goal within 0.5%%: %s)"
           % (num(rate, "achieved_rate"), err, verdict(ok_rate)))
         p("   gaps between arrivals: min %.3f ms, median %.3f ms, mean %.3f ms, max %.3f ms"
           " (interval %.3f ms)" % (num(rate, "gap_min_ms"), num(rate, "gap_p50_ms"),
