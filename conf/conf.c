@@ -12,7 +12,8 @@
  *      declaration of every option: name, field, bounds, default, whether required. The
  *      custom parsers and finish hooks here handle what a table line cannot say.
  *   3. cross_check() looks at what no single key can see: listeners that overlap, routes
- *      naming upstreams that do not exist, two routes for the same prefix and host.
+ *      naming upstreams that do not exist, two routes for the same prefix and host,
+ *      limits naming a shared budget without a `shared:` section or with another rate.
  *   Every error goes through one struct diag (conf/diag): the first one wins, and reads
  *   "FILE:LINE:COL: key.path: problem".
  *
@@ -29,17 +30,23 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "conf/diag.h"
 #include "conf/node.h"
 #include "conf/schema.h"
 
-#define MAX_FILE_SIZE (4u << 20) /* a config larger than this is a mistake */
+#define MAX_FILE_SIZE     (4u << 20) /* a config larger than this is a mistake */
+#define SHARED_NAME_MAX   64         /* a budget's or an instance's name, in characters */
+#define PASSWORD_FILE_MAX 4096       /* a password file larger than this is not one */
 
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enums are stored as int");
@@ -322,6 +329,233 @@ static int parse_priority_allowed(struct diag *d, const struct node *n, void *ob
     return 0;
 }
 
+/* ---------------------------------------------------------------- shared: */
+
+/* 1..SHARED_NAME_MAX characters, each an ASCII letter, a digit or one of `extra`: these
+ * names go into Redis keys and log lines as they are. */
+static int valid_shared_name(const char *s, const char *extra)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > SHARED_NAME_MAX)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr(extra, *s) != NULL))
+            return 0;
+    return 1;
+}
+
+/* redis: HOST:PORT (an IP address, [IPV6] or a DNS name) or unix:/path/to/socket. Only
+ * the form is checked: nothing here resolves or connects (`sluice -t` neither). */
+static int parse_redis(struct diag *d, const struct node *n, void *obj)
+{
+    struct conf_shared *sh = obj;
+    const char *s = schema_scalar(d, n, "HOST:PORT or unix:/path/to/socket");
+    const char *h, *hend, *p;
+    char ex[64], hbuf[256];
+    unsigned char addr[16];
+    size_t hlen;
+
+    if (s == NULL)
+        return -1;
+    if (strncmp(s, "unix:", 5) == 0) {
+        const char *path = s + 5;
+        if (path[0] != '/' || has_space_or_control(path)) {
+            diag_fail(d, &n->mark, "expected unix:/absolute/path/to/socket, got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            diag_fail(d, &n->mark, "a socket path has at most %zu bytes, got '%s'",
+                      sizeof(((struct sockaddr_un *)0)->sun_path) - 1,
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        free(sh->host);
+        sh->host = NULL;
+        sh->port = 0;
+        if (schema_set_str(d, sh, offsetof(struct conf_shared, unix_path), path) != 0)
+            return -1;
+    } else {
+        if (has_space_or_control(s) || strstr(s, "://") != NULL) {
+            diag_fail(d, &n->mark, "expected HOST:PORT or unix:/path/to/socket, got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        if (s[0] == '[') {
+            h = s + 1;
+            hend = strchr(h, ']');
+            if (hend == NULL || hend[1] != ':') {
+                diag_fail(d, &n->mark, "expected [IPV6]:PORT, got '%s'",
+                          diag_excerpt(s, ex, sizeof ex));
+                return -1;
+            }
+            p = hend + 2;
+        } else {
+            h = s;
+            hend = strrchr(s, ':');
+            if (hend == NULL) {
+                diag_fail(d, &n->mark, "expected HOST:PORT or unix:/path/to/socket, got '%s'",
+                          diag_excerpt(s, ex, sizeof ex));
+                return -1;
+            }
+            if (memchr(s, ':', (size_t)(hend - s)) != NULL) {
+                diag_fail(d, &n->mark, "IPv6 addresses need brackets, as in [::1]:6379, got '%s'",
+                          diag_excerpt(s, ex, sizeof ex));
+                return -1;
+            }
+            p = hend + 1;
+        }
+        hlen = (size_t)(hend - h);
+        if (hlen > 0 && hlen < sizeof hbuf) {
+            memcpy(hbuf, h, hlen);
+            hbuf[hlen] = '\0';
+        }
+        if (hlen == 0 || hlen >= sizeof hbuf ||
+            (s[0] == '[' ? inet_pton(AF_INET6, hbuf, addr) != 1
+                         : !schema_valid_hostname(hbuf, hlen))) {
+            diag_fail(d, &n->mark, "host must be an IP address or a DNS name, got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        if (parse_port(p, &sh->port) != 0) {
+            diag_fail(d, &n->mark, "port must be a number from 1 to 65535, got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        free(sh->unix_path);
+        sh->unix_path = NULL;
+        if (schema_set_str(d, sh, offsetof(struct conf_shared, host), hbuf) != 0)
+            return -1;
+    }
+    sh->redis_mark = n->mark;
+    return schema_set_str(d, sh, offsetof(struct conf_shared, redis), s);
+}
+
+/* password_file: read here, at each load, so that the proxy never opens it and a reload
+ * reads it again. Messages name the file and why, never a byte of what it holds. */
+static int parse_password_file(struct diag *d, const struct node *n, void *obj)
+{
+    struct conf_shared *sh = obj;
+    const char *file = schema_scalar(d, n, "a file name");
+    char buf[PASSWORD_FILE_MAX + 1], ex[64];
+    const char *problem = NULL;
+    struct stat st;
+    size_t len = 0;
+    int fd, rc = -1;
+
+    if (file == NULL)
+        return -1;
+    if (file[0] == '\0') {
+        diag_fail(d, &n->mark, "must not be empty");
+        return -1;
+    }
+    diag_excerpt(file, ex, sizeof ex);
+    /* O_NONBLOCK: a FIFO named by mistake must not hang a load (or `sluice -t`). */
+    fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        diag_fail(d, &n->mark, "cannot read '%s': %s", ex, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        diag_fail(d, &n->mark, "cannot read '%s': %s", ex, strerror(errno));
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        diag_fail(d, &n->mark, "cannot read '%s': %s", ex, strerror(EISDIR));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        diag_fail(d, &n->mark, "cannot read '%s': not a regular file", ex);
+        goto out;
+    }
+    while (len < sizeof buf) {
+        ssize_t got = read(fd, buf + len, sizeof buf - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            diag_fail(d, &n->mark, "cannot read '%s': %s", ex, strerror(errno));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    if (len > PASSWORD_FILE_MAX)
+        problem = "is larger than 4096 bytes";
+    else {
+        if (len > 0 && buf[len - 1] == '\n')
+            len--;
+        if (len > 0 && buf[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            problem = "is empty";
+        else if (memchr(buf, '\n', len) != NULL || memchr(buf, '\r', len) != NULL)
+            problem = "has more than one line";
+        else if (memchr(buf, '\0', len) != NULL)
+            problem = "holds a NUL byte";
+    }
+    if (problem != NULL) {
+        diag_fail(d, &n->mark, "'%s' %s (expected the Redis password on one line)", ex, problem);
+        goto out;
+    }
+    /* A reload replaces the whole struct; wipe an old copy all the same. */
+    if (sh->password != NULL)
+        explicit_bzero(sh->password, strlen(sh->password));
+    free(sh->password);
+    sh->password = strndup(buf, len);
+    if (sh->password == NULL) {
+        diag_oom(d);
+        goto out;
+    }
+    rc = 0;
+out:
+    explicit_bzero(buf, sizeof buf);
+    close(fd);
+    return rc;
+}
+
+/* instance: this instance's name in the fleet (members of a budget, log lines). */
+static int parse_instance(struct diag *d, const struct node *n, void *obj)
+{
+    const char *s = schema_scalar(d, n, "a name");
+    char ex[64];
+
+    if (s == NULL)
+        return -1;
+    if (!valid_shared_name(s, "_.:-")) {
+        diag_fail(d, &n->mark, "expected 1 to 64 letters, digits, '_', '.', ':' or '-', got '%s'",
+                  diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    return schema_set_str(d, obj, offsetof(struct conf_shared, instance), s);
+}
+
+/* A limit's shared: the name of the budget it takes its tokens from, fleet-wide. Whether
+ * the section is there and the limits naming it agree is for cross_check(). */
+static int parse_limit_shared(struct diag *d, const struct node *n, void *obj)
+{
+    struct conf_limit *l = obj;
+    const char *s = schema_scalar(d, n, "a budget name");
+    char ex[64];
+
+    if (s == NULL)
+        return -1;
+    /* `shared: true` reads as a switch but would name a budget "true". */
+    if (n->plain && (strcmp(s, "true") == 0 || strcmp(s, "false") == 0)) {
+        diag_fail(d, &n->mark, "expected the name of a budget (as in shared: api-budget), got '%s'",
+                  s);
+        return -1;
+    }
+    if (!valid_shared_name(s, "_.-")) {
+        diag_fail(d, &n->mark, "expected 1 to 64 letters, digits, '_', '.' or '-', got '%s'",
+                  diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    l->shared_mark = n->mark;
+    return schema_set_str(d, l, offsetof(struct conf_limit, shared), s);
+}
+
 /* ---------------------------------------------------------------- finish hooks */
 
 /* A priority header may by default only lower a request's class, never raise it. */
@@ -333,6 +567,26 @@ static int finish_route(struct diag *d, const struct node *map, void *obj)
     (void)map;
     if (r->priority_allowed == 0)
         r->priority_allowed = 0xfu & ~((1u << r->priority) - 1u);
+    return 0;
+}
+
+/* Per-key limits stay local to each instance: a key's budget is not shared. */
+static int finish_fairness(struct diag *d, const struct node *map, void *obj)
+{
+    struct conf_fairness *f = obj;
+
+    (void)map;
+    for (size_t i = 0; i < f->nkey_limits; i++) {
+        if (f->key_limits[i].shared == NULL)
+            continue;
+        diag_push(d, "key_limits");
+        diag_index(d, i);
+        diag_push(d, "shared");
+        diag_fail(d, &f->key_limits[i].shared_mark,
+                  "not allowed in key_limits: per-key limits stay local to each instance (a "
+                  "shared budget goes in the upstream's limits)");
+        return -1;
+    }
     return 0;
 }
 
@@ -461,16 +715,36 @@ static const struct schema_table access_log_table = {
     .keys = access_log_keys, .mark_off = SCHEMA_NOFIELD};
 #undef AL
 
+/* The Redis that instances share budgets through; see struct conf_shared. */
+#define SH struct conf_shared
+static const struct schema_key shared_keys[] = {
+    KEY_CUSTOM  ("redis",              parse_redis,                                     REQUIRED),
+    KEY_CUSTOM  ("password_file",      parse_password_file,                             NO_DEFAULT),
+    KEY_U32     ("db",                 SH, db,                   "0",    "10000",       "0"),
+    KEY_DURATION("timeout",            SH, timeout_ms,           "1ms",  "10s",         "50ms"),
+    KEY_DURATION("horizon",            SH, horizon_ms,           "10ms", "60s",         "500ms"),
+    KEY_CUSTOM  ("instance",           parse_instance,                                  NO_DEFAULT),
+    KEY_END
+};
+static const struct schema_table shared_table = {
+    .keys = shared_keys, .mark_off = offsetof(SH, mark),
+    .strings = (const size_t[]){offsetof(SH, redis), offsetof(SH, host), offsetof(SH, unix_path),
+                                offsetof(SH, password), offsetof(SH, instance), SCHEMA_NOFIELD}};
+#undef SH
+
 /* Bounds keep every limit representable by limiter/bucket (rate <= 1e9/s, and burst / rate
  * within its ~146-year span even at the largest burst). */
 #define LI struct conf_limit
 static const struct schema_key limit_keys[] = {
     KEY_RATE    ("rate",               LI, rate_per_sec,         "1/h",  "1000000000/s", REQUIRED),
     KEY_NUMBER  ("burst",              LI, burst_tokens,         "1",    "1000000",     "1"),
+    /* not in fairness.key_limits (finish_fairness); checked across limits by cross_check */
+    KEY_CUSTOM  ("shared",             parse_limit_shared,                              NO_DEFAULT),
     KEY_END
 };
 static const struct schema_table limit_table = {
-    .keys = limit_keys, .size = sizeof(LI), .mark_off = offsetof(LI, mark)};
+    .keys = limit_keys, .size = sizeof(LI), .mark_off = offsetof(LI, mark),
+    .strings = (const size_t[]){offsetof(LI, shared), SCHEMA_NOFIELD}};
 #undef LI
 
 /* queue:, timeouts: and retry: are sections of the upstream itself (KEY_INLINE): their
@@ -521,7 +795,7 @@ static const struct schema_key fairness_keys[] = {
     KEY_END
 };
 static const struct schema_table fairness_table = {
-    .keys = fairness_keys, .mark_off = SCHEMA_NOFIELD};
+    .keys = fairness_keys, .mark_off = SCHEMA_NOFIELD, .finish = finish_fairness};
 #undef FA
 
 #define TC struct conf_tls_client
@@ -589,6 +863,7 @@ static const struct schema_key conf_keys[] = {
     KEY_SECTION ("client",             C, client, &client_table),
     KEY_OPTIONAL("admin",              C, admin, &admin_table, admin.enabled),
     KEY_OPTIONAL("access_log",         C, access_log, &access_log_table, access_log.enabled),
+    KEY_OPTIONAL("shared",             C, shared, &shared_table, shared.enabled),
     KEY_NAMED_MAP("upstreams", C, upstreams, nupstreams, "1", NULL, &upstream_table,    REQUIRED),
     KEY_LIST    ("routes",             C, routes, nroutes, "1", NULL, &route_table,     REQUIRED),
     KEY_END
@@ -664,6 +939,92 @@ static void path_set_item(struct diag *d, const char *list, size_t i, const char
     diag_push(d, key);
 }
 
+/* Rates and bursts as parsed: the same value written in another unit ("30/s", "1800/m")
+ * may differ in the last bit. */
+static int same_value(double a, double b)
+{
+    double diff = a > b ? a - b : b - a, big = a > b ? a : b;
+    return diff <= big * 1e-9;
+}
+
+static void path_set_shared(struct diag *d, const struct conf_upstream *u, size_t i)
+{
+    diag_reset(d);
+    diag_push(d, "upstreams");
+    diag_push(d, u->name);
+    diag_push(d, "limits");
+    diag_index(d, i);
+    diag_push(d, "shared");
+}
+
+/* The first limit of upstreams[0..before) naming `budget`, in file order; NULL if none. */
+static const struct conf_limit *first_naming(const struct conf *c, size_t before,
+                                             const char *budget, size_t *ui, size_t *li)
+{
+    for (*ui = 0; *ui < before; (*ui)++) {
+        const struct conf_upstream *u = &c->upstreams[*ui];
+        for (*li = 0; *li < u->nlimits; (*li)++)
+            if (u->limits[*li].shared != NULL && strcmp(u->limits[*li].shared, budget) == 0)
+                return &u->limits[*li];
+    }
+    return NULL;
+}
+
+/* A shared budget is one schedule in Redis: every limit naming it must describe the same
+ * one, and one upstream takes from it once. Errors are at the later limit's `shared:`. */
+static int check_shared_limits(struct diag *d, const struct conf *c)
+{
+    char ex[64];
+
+    for (size_t ui = 0; ui < c->nupstreams; ui++) {
+        const struct conf_upstream *u = &c->upstreams[ui];
+        for (size_t li = 0; li < u->nlimits; li++) {
+            const struct conf_limit *l = &u->limits[li], *o;
+            size_t uj, lj;
+            if (l->shared == NULL)
+                continue;
+            if (!c->shared.enabled) {
+                path_set_shared(d, u, li);
+                diag_fail(d, &l->shared_mark,
+                          "a shared limit needs the top-level shared: "
+                          "section (the Redis every instance uses)");
+                return -1;
+            }
+            for (lj = 0; lj < li; lj++) {
+                o = &u->limits[lj];
+                if (o->shared == NULL || strcmp(o->shared, l->shared) != 0)
+                    continue;
+                path_set_shared(d, u, li);
+                diag_fail(d, &l->shared_mark,
+                          "budget '%s' is already taken by limits[%zu] at %u:%u (one upstream "
+                          "names a budget once)",
+                          diag_excerpt(l->shared, ex, sizeof ex), lj, (unsigned)o->shared_mark.line,
+                          (unsigned)o->shared_mark.col);
+                return -1;
+            }
+            o = first_naming(c, ui, l->shared, &uj, &lj);
+            if (o == NULL)
+                continue;
+            int rate = same_value(o->rate_per_sec, l->rate_per_sec);
+            int burst = same_value(o->burst_tokens, l->burst_tokens);
+            if (rate && burst)
+                continue;
+            path_set_shared(d, u, li);
+            diag_fail(d, &l->shared_mark,
+                      "budget '%s' has another %s at %u:%u (upstreams.%s.limits[%zu]): every "
+                      "limit naming a budget needs the same rate and burst",
+                      diag_excerpt(l->shared, ex, sizeof ex),
+                      !rate && !burst ? "rate and burst"
+                      : !rate         ? "rate"
+                                      : "burst",
+                      (unsigned)o->shared_mark.line, (unsigned)o->shared_mark.col,
+                      c->upstreams[uj].name, lj);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int cross_check(struct diag *d, struct conf *c, const struct node *root)
 {
     char names[128], ex[64];
@@ -729,7 +1090,7 @@ static int cross_check(struct diag *d, struct conf *c, const struct node *root)
             return -1;
         }
     }
-    return 0;
+    return check_shared_limits(d, c);
 }
 
 /* ---------------------------------------------------------------- entry points */
@@ -831,6 +1192,8 @@ void conf_free(struct conf *c)
 {
     if (c == NULL)
         return;
+    if (c->shared.password != NULL)
+        explicit_bzero(c->shared.password, strlen(c->shared.password));
     schema_free(&conf_table, c);
     free(c->path);
     free(c);

@@ -8,10 +8,13 @@
  *     never changes a config that is already serving: a reload parses into a new struct
  *     and the caller swaps only on success.
  *   - Every value has been range-checked, every upstream named by a route exists
- *     (route->upstream_index is resolved), and listeners do not overlap. Files named in
- *     the config (TLS certificates, keys, CA files) are checked to be readable; whether
- *     they hold what they should is checked by the module that loads them (proxy/tls),
- *     which reports with the marks kept here.
+ *     (route->upstream_index is resolved), listeners do not overlap, and limits naming a
+ *     shared budget have a `shared:` section and agree on its rate and burst. Files
+ *     named in the config (TLS certificates, keys, CA files) are checked to be readable;
+ *     whether they hold what they should is checked by the module that loads them
+ *     (proxy/tls), which reports with the marks kept here. shared.password_file is the
+ *     exception: it is read here, at each load (a reload reads it again), so the proxy
+ *     never opens it.
  *   - Called at start-up and on reload, from the main loop or before it; not reentrant
  *     with respect to the same err buffer only.
  */
@@ -69,7 +72,12 @@ struct conf_listen {
 struct conf_limit {
     double rate_per_sec; /* from "N/s", "N/m", "N/h"; fractions allowed */
     double burst_tokens; /* default 1 */
-    struct conf_mark mark;
+    /* NULL: local. Else the budget (1..64 of [A-Za-z0-9_.-]) shared through shared.redis
+     * by every instance and every upstream naming it: only in an upstream's limits, never
+     * in fairness.key_limits; the limits naming one budget have the same rate and burst,
+     * and one upstream names it once. */
+    char *shared;
+    struct conf_mark mark, shared_mark; /* shared_mark: the `shared:` value; 0 if local */
 };
 
 /* Fair queuing among the keys of an upstream's routes. */
@@ -159,6 +167,27 @@ struct conf_access_log {
     enum conf_log_format format; /* default text */
 };
 
+/* The store that instances share budgets through (`shared:`, top level, optional). Read
+ * and checked only: nothing in conf/ connects to it, so `sluice -t` never does either. */
+struct conf_shared {
+    int enabled;         /* 1 when a `shared:` section is present */
+    char *redis;         /* as written: "127.0.0.1:6379", "[::1]:6379", "redis.internal:6379",
+                          * "unix:/run/redis/redis.sock" */
+    char *host;          /* TCP: an IP address (no brackets) or a DNS name; NULL for unix: */
+    uint16_t port;       /* TCP: 1..65535; 0 for unix: */
+    char *unix_path;     /* unix:PATH: the socket's absolute path; NULL for TCP */
+    char *password;      /* AUTH: the content of password_file (one line, newline
+                          * stripped), read at each load; NULL without password_file.
+                          * Never printed; conf_free wipes it */
+    uint32_t db;         /* SELECT; default 0, 0..10000 */
+    uint64_t timeout_ms; /* deadline of one Redis call; default 50, 1ms..10s */
+    uint64_t horizon_ms; /* how far ahead a lease of release slots may reach; default
+                          * 500, 10ms..60s */
+    char *instance;      /* this instance in the fleet, 1..64 of [A-Za-z0-9_.:-]; NULL:
+                          * not set (the proxy uses host:pid) */
+    struct conf_mark mark, redis_mark; /* the section; the redis value */
+};
+
 struct conf {
     char *path;                 /* the file it came from */
     struct conf_listen *listen; /* at least one */
@@ -168,6 +197,7 @@ struct conf {
     struct conf_client client;
     struct conf_admin admin;
     struct conf_access_log access_log;
+    struct conf_shared shared;
     struct conf_upstream *upstreams; /* at least one */
     size_t nupstreams;
     struct conf_route *routes; /* at least one */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,6 +33,8 @@
     "      - rate: 10/s\n"
 #define ROUTES  "routes:\n  - path_prefix: /\n    upstream: api\n"
 #define MINIMAL LISTEN UPSTREAMS ROUTES
+/* A shared: section for configs whose limits name a budget; cases put it last. */
+#define SHARED "shared:\n  redis: 127.0.0.1:6379\n"
 
 /* The upstream part with extra lines at the end of the `api` mapping; cases using it put
  * it first, so the extra lines start at line 6. */
@@ -501,6 +504,183 @@ static void test_err_buffer(void **state)
     conf_free(NULL);
 }
 
+/* shared: absent, its defaults, every form of redis, and limits naming budgets. */
+static void test_shared(void **state)
+{
+    struct conf *c = load_ok(MINIMAL);
+    assert_int_equal(c->shared.enabled, 0);
+    assert_null(c->shared.redis);
+    assert_null(c->upstreams[0].limits[0].shared);
+    assert_int_equal(c->upstreams[0].limits[0].shared_mark.line, 0);
+    conf_free(c);
+
+    /* A section that no limit uses is valid; each default. */
+    c = load_ok(MINIMAL "shared: { redis: localhost:6379 }\n");
+    assert_int_equal(c->shared.enabled, 1);
+    assert_string_equal(c->shared.redis, "localhost:6379");
+    assert_string_equal(c->shared.host, "localhost");
+    assert_int_equal(c->shared.port, 6379);
+    assert_null(c->shared.unix_path);
+    assert_null(c->shared.password);
+    assert_int_equal(c->shared.db, 0);
+    assert_int_equal(c->shared.timeout_ms, 50);
+    assert_int_equal(c->shared.horizon_ms, 500);
+    assert_null(c->shared.instance);
+    assert_int_equal(c->shared.mark.line, 11);
+    assert_int_equal(c->shared.mark.col, 9);
+    assert_int_equal(c->shared.redis_mark.line, 11);
+    assert_int_equal(c->shared.redis_mark.col, 18);
+    conf_free(c);
+
+    c = load_ok(MINIMAL "shared:\n"
+                        "  redis: unix:/run/redis/redis.sock\n"
+                        "  db: 10000\n"
+                        "  timeout: 10s\n"
+                        "  horizon: 10ms\n"
+                        "  instance: web-1.eu_west:8080\n");
+    assert_string_equal(c->shared.redis, "unix:/run/redis/redis.sock");
+    assert_string_equal(c->shared.unix_path, "/run/redis/redis.sock");
+    assert_null(c->shared.host);
+    assert_int_equal(c->shared.port, 0);
+    assert_int_equal(c->shared.db, 10000);
+    assert_int_equal(c->shared.timeout_ms, 10000);
+    assert_int_equal(c->shared.horizon_ms, 10);
+    assert_string_equal(c->shared.instance, "web-1.eu_west:8080");
+    assert_int_equal(c->shared.redis_mark.line, 12);
+    assert_int_equal(c->shared.redis_mark.col, 10);
+    conf_free(c);
+
+    c = load_ok(MINIMAL "shared: { redis: '[::1]:6380', timeout: 1ms, horizon: 60s }\n");
+    assert_string_equal(c->shared.host, "::1");
+    assert_int_equal(c->shared.port, 6380);
+    assert_int_equal(c->shared.timeout_ms, 1);
+    assert_int_equal(c->shared.horizon_ms, 60000);
+    conf_free(c);
+
+    c = load_ok(MINIMAL "shared: { redis: redis.internal:6379 }\n");
+    assert_string_equal(c->shared.host, "redis.internal");
+    conf_free(c);
+
+    /* One budget across upstreams, its rate written in another unit; a budget next to a
+     * local limit; a budget named like a number. */
+    c = load_ok(LISTEN "upstreams:\n"                                               /* 3 */
+                       "  api:\n"                                                   /* 4 */
+                       "    url: http://127.0.0.1:18080\n"                          /* 5 */
+                       "    limits:\n"                                              /* 6 */
+                       "      - rate: 30/s\n"                                       /* 7 */
+                       "        burst: 2\n"                                         /* 8 */
+                       "        shared: api-budget\n"                               /* 9 */
+                       "      - rate: 5000/h\n"                                     /* 10 */
+                       "      - { rate: 1/s, shared: '42' }\n"                      /* 11 */
+                       "  api2:\n"                                                  /* 12 */
+                       "    url: http://127.0.0.1:18081\n"                          /* 13 */
+                       "    limits:\n"                                              /* 14 */
+                       "      - { rate: 1800/m, burst: 2.0, shared: api-budget }\n" /* 15 */
+                       "    fairness: { key_limits: [{ rate: 1/s }] }\n"            /* 16 */
+                ROUTES SHARED);
+    const struct conf_upstream *u = conf_find_upstream(c, "api");
+    assert_string_equal(u->limits[0].shared, "api-budget");
+    assert_int_equal(u->limits[0].shared_mark.line, 9);
+    assert_int_equal(u->limits[0].shared_mark.col, 17);
+    assert_null(u->limits[1].shared);
+    assert_string_equal(u->limits[2].shared, "42");
+    u = conf_find_upstream(c, "api2");
+    assert_string_equal(u->limits[0].shared, "api-budget");
+    assert_int_equal(u->limits[0].shared_mark.line, 15);
+    assert_null(u->fairness.key_limits[0].shared);
+    conf_free(c);
+}
+
+/* password_file: read at load (one line, its newline dropped), each way it can be wrong,
+ * and never a byte of it in a message. */
+static void test_shared_password_file(void **state)
+{
+    static const struct {
+        const char *content, *password, *problem;
+    } cases[] = {
+        {"s3cret\n", "s3cret", NULL},
+        {"s3cret", "s3cret", NULL},
+        {"s3cret\r\n", "s3cret", NULL},
+        {" with spaces\t \n", " with spaces\t ", NULL},
+        {"", NULL, "is empty"},
+        {"\n", NULL, "is empty"},
+        {"s3cret\nsecond\n", NULL, "has more than one line"},
+        {"s3cret\n\n", NULL, "has more than one line"},
+        {"s3c\rret\n", NULL, "has more than one line"},
+    };
+    char yaml[512], err[512], expect[700];
+
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char *path = write_temp(cases[i].content);
+        snprintf(yaml, sizeof yaml, MINIMAL "shared:\n  redis: h:1\n  password_file: %s\n", path);
+        struct conf *c = conf_load_string("t.yaml", yaml, err, sizeof err);
+        if (cases[i].problem == NULL) {
+            if (c == NULL)
+                fail_msg("case %zu: %s", i, err);
+            assert_string_equal(c->shared.password, cases[i].password);
+            conf_free(c);
+        } else {
+            assert_null(c);
+            snprintf(expect, sizeof expect,
+                     "t.yaml:13:18: shared.password_file: '%s' %s (expected the Redis password "
+                     "on one line)",
+                     path, cases[i].problem);
+            assert_string_equal(err, expect);
+        }
+        unlink(path);
+        free(path);
+    }
+
+    /* 4096 bytes is the most; the newline counts. */
+    char big[4098];
+    memset(big, 'p', sizeof big);
+    big[4096] = '\0';
+    char *path = write_temp(big);
+    snprintf(yaml, sizeof yaml, MINIMAL "shared:\n  redis: h:1\n  password_file: %s\n", path);
+    struct conf *c = load_ok(yaml);
+    assert_int_equal(strlen(c->shared.password), 4096);
+    conf_free(c);
+    unlink(path);
+    free(path);
+
+    big[4095] = '\n';
+    big[4096] = 'p';
+    big[4097] = '\0';
+    path = write_temp(big);
+    snprintf(yaml, sizeof yaml, MINIMAL "shared:\n  redis: h:1\n  password_file: %s\n", path);
+    assert_null(conf_load_string("t.yaml", yaml, err, sizeof err));
+    snprintf(expect, sizeof expect,
+             "t.yaml:13:18: shared.password_file: '%s' is larger than 4096 bytes (expected the "
+             "Redis password on one line)",
+             path);
+    assert_string_equal(err, expect);
+    assert_null(strstr(err, "pppp"));
+    unlink(path);
+    free(path);
+
+    /* Unreadable: not for root, who reads any file. */
+    if (geteuid() != 0) {
+        path = write_temp("s3cret\n");
+        assert_int_equal(chmod(path, 0), 0);
+        snprintf(yaml, sizeof yaml, MINIMAL "shared:\n  redis: h:1\n  password_file: %s\n", path);
+        assert_null(conf_load_string("t.yaml", yaml, err, sizeof err));
+        snprintf(expect, sizeof expect,
+                 "t.yaml:13:18: shared.password_file: cannot read '%s': Permission denied", path);
+        assert_string_equal(err, expect);
+        unlink(path);
+        free(path);
+    }
+
+    /* A later error still frees (and wipes) the password read before it. */
+    path = write_temp("s3cret\n");
+    snprintf(yaml, sizeof yaml, MINIMAL "shared:\n  redis: h:1\n  password_file: %s\n  db: 10001\n",
+             path);
+    assert_null(conf_load_string("t.yaml", yaml, err, sizeof err));
+    assert_string_equal(err, "t.yaml:14:7: shared.db: must be between 0 and 10000, got '10001'");
+    unlink(path);
+    free(path);
+}
+
 /* ------------------------------------------------------------------- bad configs */
 
 struct bad {
@@ -538,19 +718,19 @@ static const struct bad bad_cases[] = {
     /* unknown and duplicate keys, at every depth */
     {MINIMAL "bogus: 1\n",
      "11:1: bogus: unknown key (expected one of: listen, drain_timeout, log_level, client, "
-     "admin, access_log, upstreams, routes)"},
+     "admin, access_log, shared, upstreams, routes)"},
     {UPSTREAMS_WITH("    queue:\n      sise: 10\n") LISTEN ROUTES,
      "7:7: upstreams.api.queue.sise: unknown key (expected one of: size, max_wait)"},
     {LISTEN "upstreams:\n  api:\n    url: http://127.0.0.1:18080\n    limits:\n"
             "      - rate: 10/s\n        brust: 2\n" ROUTES,
-     "8:9: upstreams.api.limits[0].brust: unknown key (expected one of: rate, burst)"},
+     "8:9: upstreams.api.limits[0].brust: unknown key (expected one of: rate, burst, shared)"},
     {"listen:\n  - address: 127.0.0.1:8443\n    tls: { cert:/dev/null, key: /dev/null }\n" UPSTREAMS
          ROUTES,
      "3:12: listen[0].tls.cert:/dev/null: unknown key (expected one of: cert, key); is a space "
      "missing after ':'?"},
     {MINIMAL "\"a\\nb\": 1\n",
      "11:1: a?b: unknown key (expected one of: listen, drain_timeout, log_level, client, "
-     "admin, access_log, upstreams, routes)"},
+     "admin, access_log, shared, upstreams, routes)"},
     {MINIMAL "drain_timeout: 1s\ndrain_timeout: 2s\n",
      "12:1: drain_timeout: duplicate key, first at 11:1"},
     {UPSTREAMS_WITH("    url: http://127.0.0.1:1\n") LISTEN ROUTES,
@@ -775,6 +955,136 @@ static const struct bad bad_cases[] = {
      "6:16: upstreams.api.keepalive: must be between 0 and 100000, got '100001'"},
     {UPSTREAMS_WITH("    keepalive: -1\n") LISTEN ROUTES,
      "6:16: upstreams.api.keepalive: must not be negative, got '-1'"},
+
+    /* shared: the section (at the end, line 11 on) */
+    {MINIMAL "shared: {}\n", "11:9: shared: missing required key 'redis'"},
+    {MINIMAL "shared:\n", "11:8: shared: expected a mapping, got an empty value"},
+    {MINIMAL "shared: 127.0.0.1:6379\n", "11:9: shared: expected a mapping, got '127.0.0.1:6379'"},
+    {MINIMAL "shared: { redis: h:1, passwd: x }\n",
+     "11:23: shared.passwd: unknown key (expected one of: redis, password_file, db, timeout, "
+     "horizon, instance)"},
+    {MINIMAL "shared:\n  redis: h:1\n  redis: h:2\n",
+     "13:3: shared.redis: duplicate key, first at 12:3"},
+    {MINIMAL "shared:\n  redis: localhost\n",
+     "12:10: shared.redis: expected HOST:PORT or unix:/path/to/socket, got 'localhost'"},
+    {MINIMAL "shared:\n  redis: redis://127.0.0.1:6379\n",
+     "12:10: shared.redis: expected HOST:PORT or unix:/path/to/socket, got "
+     "'redis://127.0.0.1:6379'"},
+    {MINIMAL "shared:\n  redis: 'h :6379'\n",
+     "12:10: shared.redis: expected HOST:PORT or unix:/path/to/socket, got 'h :6379'"},
+    {MINIMAL "shared:\n  redis: ::1:6379\n",
+     "12:10: shared.redis: IPv6 addresses need brackets, as in [::1]:6379, got '::1:6379'"},
+    {MINIMAL "shared:\n  redis: '[::1]6379'\n",
+     "12:10: shared.redis: expected [IPV6]:PORT, got '[::1]6379'"},
+    {MINIMAL "shared:\n  redis: '[::g]:6379'\n",
+     "12:10: shared.redis: host must be an IP address or a DNS name, got '[::g]:6379'"},
+    {MINIMAL "shared:\n  redis: :6379\n",
+     "12:10: shared.redis: host must be an IP address or a DNS name, got ':6379'"},
+    {MINIMAL "shared:\n  redis: redis-.internal:6379\n",
+     "12:10: shared.redis: host must be an IP address or a DNS name, got "
+     "'redis-.internal:6379'"},
+    {MINIMAL "shared:\n  redis: 300.1.1.1:6379\n",
+     "12:10: shared.redis: host must be an IP address or a DNS name, got '300.1.1.1:6379'"},
+    {MINIMAL "shared:\n  redis: h:0\n",
+     "12:10: shared.redis: port must be a number from 1 to 65535, got 'h:0'"},
+    {MINIMAL "shared:\n  redis: h:65536\n",
+     "12:10: shared.redis: port must be a number from 1 to 65535, got 'h:65536'"},
+    {MINIMAL "shared:\n  redis: 'h:'\n",
+     "12:10: shared.redis: port must be a number from 1 to 65535, got 'h:'"},
+    {MINIMAL "shared:\n  redis: unix:run/redis.sock\n",
+     "12:10: shared.redis: expected unix:/absolute/path/to/socket, got 'unix:run/redis.sock'"},
+    {MINIMAL "shared:\n  redis: 'unix:'\n",
+     "12:10: shared.redis: expected unix:/absolute/path/to/socket, got 'unix:'"},
+    {MINIMAL "shared:\n  redis: unix:/x123456789x123456789x123456789x123456789x123456789"
+             "x123456789x123456789x123456789x123456789x123456789x12345678\n",
+     "12:10: shared.redis: a socket path has at most 107 bytes, got "
+     "'unix:/x123456789x123456789x123456789x123456789x1...'"},
+    {MINIMAL "shared:\n  redis: [h:1]\n",
+     "12:10: shared.redis: expected HOST:PORT or unix:/path/to/socket, got a list"},
+    {MINIMAL "shared:\n  redis: h:1\n  password_file: /nonexistent/redis.pass\n",
+     "13:18: shared.password_file: cannot read '/nonexistent/redis.pass': No such file or "
+     "directory"},
+    {MINIMAL "shared:\n  redis: h:1\n  password_file: /\n",
+     "13:18: shared.password_file: cannot read '/': Is a directory"},
+    {MINIMAL "shared:\n  redis: h:1\n  password_file: /dev/null\n",
+     "13:18: shared.password_file: cannot read '/dev/null': not a regular file"},
+    {MINIMAL "shared:\n  redis: h:1\n  password_file: ''\n",
+     "13:18: shared.password_file: must not be empty"},
+    {MINIMAL "shared:\n  redis: h:1\n  db: 10001\n",
+     "13:7: shared.db: must be between 0 and 10000, got '10001'"},
+    {MINIMAL "shared:\n  redis: h:1\n  db: -1\n",
+     "13:7: shared.db: must not be negative, got '-1'"},
+    {MINIMAL "shared:\n  redis: h:1\n  timeout: 0ms\n",
+     "13:12: shared.timeout: must be between 1ms and 10s, got '0ms'"},
+    {MINIMAL "shared:\n  redis: h:1\n  timeout: 11s\n",
+     "13:12: shared.timeout: must be between 1ms and 10s, got '11s'"},
+    {MINIMAL "shared:\n  redis: h:1\n  timeout: 50\n",
+     "13:12: shared.timeout: missing unit (ms, s, m or h), got '50'"},
+    {MINIMAL "shared:\n  redis: h:1\n  horizon: 9ms\n",
+     "13:12: shared.horizon: must be between 10ms and 60s, got '9ms'"},
+    {MINIMAL "shared:\n  redis: h:1\n  horizon: 61s\n",
+     "13:12: shared.horizon: must be between 10ms and 60s, got '61s'"},
+    {MINIMAL "shared:\n  redis: h:1\n  instance: 'web 1'\n",
+     "13:13: shared.instance: expected 1 to 64 letters, digits, '_', '.', ':' or '-', got "
+     "'web 1'"},
+    {MINIMAL "shared:\n  redis: h:1\n  instance: ''\n",
+     "13:13: shared.instance: expected 1 to 64 letters, digits, '_', '.', ':' or '-', got ''"},
+    {MINIMAL "shared:\n  redis: h:1\n  instance: "
+             "x123456789x123456789x123456789x123456789x123456789x123456789x1234\n",
+     "13:13: shared.instance: expected 1 to 64 letters, digits, '_', '.', ':' or '-', got "
+     "'x123456789x123456789x123456789x123456789x1234567...'"},
+    {MINIMAL "shared:\n  redis: h:1\n  instance:\n",
+     "13:12: shared.instance: expected a name, got an empty value"},
+
+    /* shared: on a limit (extra lines from 6 continue limits[0]) */
+    {UPSTREAMS_WITH("        shared: api-budget\n") LISTEN ROUTES,
+     "6:17: upstreams.api.limits[0].shared: a shared limit needs the top-level shared: section "
+     "(the Redis every instance uses)"},
+    {UPSTREAMS_WITH("        shared: true\n") LISTEN ROUTES SHARED,
+     "6:17: upstreams.api.limits[0].shared: expected the name of a budget (as in shared: "
+     "api-budget), got 'true'"},
+    {UPSTREAMS_WITH("        shared: 'a b'\n") LISTEN ROUTES SHARED,
+     "6:17: upstreams.api.limits[0].shared: expected 1 to 64 letters, digits, '_', '.' or '-', "
+     "got 'a b'"},
+    {UPSTREAMS_WITH("        shared: a:b\n") LISTEN ROUTES SHARED,
+     "6:17: upstreams.api.limits[0].shared: expected 1 to 64 letters, digits, '_', '.' or '-', "
+     "got 'a:b'"},
+    {UPSTREAMS_WITH("        shared: "
+                    "x123456789x123456789x123456789x123456789x123456789x123456789x1234\n")
+         LISTEN ROUTES SHARED,
+     "6:17: upstreams.api.limits[0].shared: expected 1 to 64 letters, digits, '_', '.' or '-', "
+     "got 'x123456789x123456789x123456789x123456789x1234567...'"},
+    {UPSTREAMS_WITH("        shared:\n") LISTEN ROUTES SHARED,
+     "6:16: upstreams.api.limits[0].shared: expected a budget name, got an empty value"},
+    {UPSTREAMS_WITH("        shared: b\n      - rate: 1/h\n        shared: b\n")
+         LISTEN ROUTES SHARED,
+     "8:17: upstreams.api.limits[1].shared: budget 'b' is already taken by limits[0] at 6:17 "
+     "(one upstream names a budget once)"},
+    {UPSTREAMS_WITH("        shared: b\n"
+                    "  gh:\n"
+                    "    url: http://h\n"
+                    "    limits:\n"
+                    "      - rate: 20/s\n"
+                    "        shared: b\n") LISTEN ROUTES SHARED,
+     "11:17: upstreams.gh.limits[0].shared: budget 'b' has another rate at 6:17 "
+     "(upstreams.api.limits[0]): every limit naming a budget needs the same rate and burst"},
+    {UPSTREAMS_WITH("        shared: b\n"
+                    "  gh:\n"
+                    "    url: http://h\n"
+                    "    limits:\n"
+                    "      - { rate: 1/h }\n"
+                    "      - { rate: 600/m, burst: 2, shared: b }\n") LISTEN ROUTES SHARED,
+     "11:42: upstreams.gh.limits[1].shared: budget 'b' has another burst at 6:17 "
+     "(upstreams.api.limits[0]): every limit naming a budget needs the same rate and burst"},
+    {UPSTREAMS_WITH("        shared: b\n"
+                    "  gh: { url: http://h, limits: [{ rate: 1/s, burst: 2, shared: b }] }\n")
+         LISTEN ROUTES SHARED,
+     "7:64: upstreams.gh.limits[0].shared: budget 'b' has another rate and burst at 6:17 "
+     "(upstreams.api.limits[0]): every limit naming a budget needs the same rate and burst"},
+    {UPSTREAMS_WITH("    fairness:\n      key_limits:\n        - rate: 1/s\n"
+                    "          shared: b\n") LISTEN ROUTES SHARED,
+     "9:19: upstreams.api.fairness.key_limits[0].shared: not allowed in key_limits: per-key "
+     "limits stay local to each instance (a shared budget goes in the upstream's limits)"},
 };
 
 static void test_bad_table(void **state)
@@ -812,6 +1122,8 @@ int main(void)
         cmocka_unit_test(test_feedback_forms),
         cmocka_unit_test(test_keepalive_default),
         cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_shared),
+        cmocka_unit_test(test_shared_password_file),
         cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
