@@ -22,7 +22,7 @@ CC         ?= cc
 PYTEST     ?= pytest-3
 VERSION    := 0.1.0
 
-PKGS := libevent_openssl libevent_extra libevent openssl yaml-0.1
+PKGS := libevent_openssl libevent_extra libevent openssl yaml-0.1 hiredis
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wno-unused-parameter

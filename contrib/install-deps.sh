@@ -7,11 +7,11 @@
 set -e
 what=${1:-test}
 
-build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev"
+build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev libhiredis-dev"
 run="$build python3 curl"
 # libFuzzer and the ASan/UBSan runtimes for clang are in libclang-rt-14-dev, which clang
 # only recommends (and recommends are not installed): name it.
-test="$run libcmocka-dev python3-pytest openssl python3-prometheus-client groff-base systemd \
+test="$run libcmocka-dev python3-pytest openssl redis-server python3-prometheus-client groff-base systemd \
   clang libclang-rt-14-dev"
 bench="$run wrk nginx-light openssl"
 case "$what" in
