@@ -10,7 +10,8 @@
  * is on the heap at exactly the daemon's size, so a write past it is caught.
  *
  * Paths named in the input (TLS cert, key, CA file) are opened read-only to check they are
- * readable; nothing is written.
+ * readable, and shared.password_file is read (a regular file only, at most 4 KiB, opened
+ * non-blocking, so no input can make a load hang); nothing is written.
  */
 #include <stdint.h>
 #include <stdlib.h>
