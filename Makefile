@@ -33,7 +33,7 @@ FINAL_CFLAGS  = $(BASE_CFLAGS) $(PKG_CFLAGS) $(OPT) $(CFLAGS)
 FINAL_LDFLAGS = $(LDFLAGS)
 FINAL_LIBS    = $(PKG_LIBS) -lm $(LIBS)
 
-LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/fairq.c limiter/dispatch.c
+LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/fairq.c limiter/lease.c limiter/dispatch.c
 CONF_SRC    := conf/conf.c conf/schema.c conf/node.c conf/diag.c conf/units.c
 PROXY_SRC   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
 DAEMON_SRC  := $(LIMITER_SRC) $(CONF_SRC) $(PROXY_SRC) proxy/main.c
@@ -102,6 +102,7 @@ $(SAN)/%.o: %.c
 # Each unit test links the one module it tests (and what that module needs).
 UNIT_DEPS_test_bucket   := limiter/bucket.c
 UNIT_DEPS_test_queue    := limiter/queue.c
+UNIT_DEPS_test_lease    := limiter/lease.c limiter/bucket.c
 UNIT_DEPS_test_dispatch := $(LIMITER_SRC)
 UNIT_DEPS_test_fairq    := $(LIMITER_SRC)
 UNIT_DEPS_test_units    := conf/units.c
@@ -111,6 +112,7 @@ UNIT_DEPS_test_http1    := proxy/http1.c
 # A test binary is built in one command, so -MMD records only its last source: name the
 # headers of a module split over several files here.
 $(SAN)/tests/test_conf: $(wildcard conf/*.h)
+$(SAN)/tests/test_dispatch $(SAN)/tests/test_fairq $(SAN)/tests/test_lease: $(wildcard limiter/*.h)
 
 .SECONDEXPANSION:
 $(SAN)/tests/%: tests/unit/%.c $$(UNIT_DEPS_$$*) tests/unit/fakeclock.h
