@@ -10,8 +10,11 @@
  *     clock that never goes back here (last_ns), reconfigure clamps every deadline to
  *     now + new max_wait, and requeue_head clamps the returning waiter to the head's.
  *   - w->queued == 1 iff w is linked in `queue` iff w->flow != NULL (linked in `fq`).
- *   - A waiter leaves through dispatch_next() only after every bucket granted its cost;
- *     cancel, expired and pop take nothing from any bucket.
+ *   - A waiter leaves through dispatch_next() only after every local bucket granted its cost
+ *     and every shared limit's lease had its cost in slots; cancel, expired and pop take
+ *     nothing from any bucket or lease.
+ *   - shared_mask has bits only below nlimits; leases[i] is meaningful iff bit i is set, and
+ *     then buckets[i] is kept (for its rate and burst) but never taken from.
  *   - Every queued waiter has cost >= 1 (submit turns 0 into 1), so cost_sum counts the
  *     tokens the queue still needs.
  */
@@ -23,6 +26,7 @@
 
 #include "limiter/bucket.h"
 #include "limiter/fairq.h"
+#include "limiter/lease.h"
 #include "limiter/queue.h"
 
 _Static_assert(DISPATCH_MAX_KEY_LIMITS == FAIRQ_MAX_KEY_LIMITS, "key limits");
@@ -46,6 +50,10 @@ struct dispatch {
     uint64_t budget_left;                       /* releases allowed before budget_reset_ns */
     uint64_t budget_reset_ns;                   /* budget applies while now < this; 0: none */
     uint64_t seq;                               /* arrival counter for waiter.seq */
+    uint32_t shared_mask;                       /* bit i: limit i is shared (its lease governs) */
+    uint64_t shared_horizon_ns;                 /* as configured (0: the lease's default) */
+    uint64_t shared_grace_ns;                   /* as configured (0: the lease's default) */
+    struct lease leases[DISPATCH_MAX_LIMITS];   /* leases[i] for a shared limit i */
 };
 
 static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
@@ -76,13 +84,43 @@ static int dispatch_config_valid(const struct dispatch_config *cfg)
     return 1;
 }
 
-/* Time until every bucket can grant `cost`: the slowest limit decides. */
-static uint64_t dispatch_wait_ns(const struct dispatch *d, uint64_t cost, uint64_t now_ns)
+static int limit_shared(const struct dispatch *d, size_t i) { return (d->shared_mask >> i) & 1; }
+
+/* Time until every local bucket can grant `cost`: the slowest limit decides. */
+static uint64_t local_wait_ns(const struct dispatch *d, uint64_t cost, uint64_t now_ns)
 {
     uint64_t wait = 0;
 
     for (size_t i = 0; i < d->nlimits; i++) {
+        if (limit_shared(d, i))
+            continue;
         uint64_t w = bucket_wait_ns(&d->buckets[i], cost, now_ns);
+        if (w > wait)
+            wait = w;
+    }
+    return wait;
+}
+
+/* Whether every shared limit's lease can give `cost` slots now. */
+static int leases_ready(const struct dispatch *d, uint64_t cost, uint64_t now)
+{
+    for (size_t i = 0; i < d->nlimits; i++) {
+        if (limit_shared(d, i) && lease_wait_ns(&d->leases[i], cost, now) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Predicted time for `tokens` tokens through every limit from start_ns (admission): the time
+ * to earn them for a bucket, the slots held and then this instance's share for a lease. */
+static uint64_t dispatch_wait_ns(const struct dispatch *d, uint64_t tokens, uint64_t start_ns)
+{
+    uint64_t wait = local_wait_ns(d, tokens, start_ns);
+
+    for (size_t i = 0; i < d->nlimits; i++) {
+        if (!limit_shared(d, i))
+            continue;
+        uint64_t w = lease_predict_ns(&d->leases[i], tokens, start_ns);
         if (w > wait)
             wait = w;
     }
@@ -125,13 +163,15 @@ static void fair_to_fairq(const struct dispatch_fair_config *fair, struct fairq_
 }
 
 /* Build the buckets `cfg` asks for into `out`, from the current ones in `old` (nold of them,
- * keeping their balance) or full. Returns 0, or -1 with `old` untouched. */
+ * keeping their balance) or full (those beyond nold, and those with their bit in `fresh`).
+ * Returns 0, or -1 with `old` untouched. */
 static int dispatch_build_buckets(struct bucket *out, const struct bucket *old, size_t nold,
-                                  const struct dispatch_config *cfg, uint64_t now_ns)
+                                  uint32_t fresh, const struct dispatch_config *cfg,
+                                  uint64_t now_ns)
 {
     for (size_t i = 0; i < cfg->nlimits; i++) {
         const struct dispatch_limit *lim = &cfg->limits[i];
-        if (i < nold) {
+        if (i < nold && !((fresh >> i) & 1)) {
             out[i] = old[i];
             if (bucket_reconfigure(&out[i], lim->rate_per_sec, lim->burst_tokens, now_ns) < 0)
                 return -1;
@@ -142,18 +182,53 @@ static int dispatch_build_buckets(struct bucket *out, const struct bucket *old, 
     return 0;
 }
 
+/* Build the leases `sc` asks for into `out`: a limit shared before (its bit in old_mask, below
+ * nold) keeps its lease from `old`, reconfigured; any other starts fresh. Returns 0, or -1. */
+static int dispatch_build_leases(struct lease *out, const struct lease *old, size_t nold,
+                                 uint32_t old_mask, const struct dispatch_config *cfg,
+                                 const struct dispatch_shared_config *sc, uint64_t now_ns)
+{
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        if (!((sc->limits >> i) & 1))
+            continue;
+        const struct dispatch_limit *lim = &cfg->limits[i];
+        if (i < nold && ((old_mask >> i) & 1)) {
+            out[i] = old[i];
+            if (lease_reconfigure(&out[i], lim->rate_per_sec, lim->burst_tokens, sc->horizon_ns,
+                                  sc->grace_ns, now_ns) < 0)
+                return -1;
+        } else if (lease_init(&out[i], lim->rate_per_sec, lim->burst_tokens, sc->horizon_ns,
+                              sc->grace_ns, now_ns) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 struct dispatch *dispatch_new(const struct dispatch_config *cfg, uint64_t now_ns)
 {
-    return dispatch_new_fair(cfg, NULL, now_ns);
+    return dispatch_new_shared(cfg, NULL, NULL, now_ns);
 }
 
 struct dispatch *dispatch_new_fair(const struct dispatch_config *cfg,
                                    const struct dispatch_fair_config *fair, uint64_t now_ns)
 {
+    return dispatch_new_shared(cfg, fair, NULL, now_ns);
+}
+
+struct dispatch *dispatch_new_shared(const struct dispatch_config *cfg,
+                                     const struct dispatch_fair_config *fair,
+                                     const struct dispatch_shared_config *shared, uint64_t now_ns)
+{
     struct fairq_limit klimits[FAIRQ_MAX_KEY_LIMITS];
     struct fairq_config fcfg;
+    const struct dispatch_shared_config none = {0};
 
     if (!dispatch_config_valid(cfg))
+        return NULL;
+    if (shared == NULL)
+        shared = &none;
+    if ((shared->limits >> cfg->nlimits) != 0)
         return NULL;
     fair_to_fairq(fair, klimits, &fcfg);
     if (!fairq_config_valid(&fcfg))
@@ -161,10 +236,14 @@ struct dispatch *dispatch_new_fair(const struct dispatch_config *cfg,
     struct dispatch *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return NULL;
-    if (dispatch_build_buckets(d->buckets, NULL, 0, cfg, now_ns) < 0) {
+    if (dispatch_build_buckets(d->buckets, NULL, 0, 0, cfg, now_ns) < 0 ||
+        dispatch_build_leases(d->leases, NULL, 0, 0, cfg, shared, now_ns) < 0) {
         free(d);
         return NULL;
     }
+    d->shared_mask = shared->limits;
+    d->shared_horizon_ns = shared->horizon_ns;
+    d->shared_grace_ns = shared->grace_ns;
     d->fq = fairq_new(&fcfg, now_ns);
     if (d->fq == NULL) {
         free(d);
@@ -192,18 +271,37 @@ void dispatch_free(struct dispatch *d)
 
 int dispatch_reconfigure(struct dispatch *d, const struct dispatch_config *cfg, uint64_t now_ns)
 {
-    return dispatch_reconfigure_fair(d, cfg, NULL, now_ns);
+    return dispatch_reconfigure_shared(d, cfg, NULL, NULL, now_ns);
 }
 
 int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *cfg,
                               const struct dispatch_fair_config *fair, uint64_t now_ns)
 {
+    return dispatch_reconfigure_shared(d, cfg, fair, NULL, now_ns);
+}
+
+int dispatch_reconfigure_shared(struct dispatch *d, const struct dispatch_config *cfg,
+                                const struct dispatch_fair_config *fair,
+                                const struct dispatch_shared_config *shared, uint64_t now_ns)
+{
     struct bucket next[DISPATCH_MAX_LIMITS];
+    struct lease next_leases[DISPATCH_MAX_LIMITS];
     struct fairq_limit klimits[FAIRQ_MAX_KEY_LIMITS];
     struct fairq_config fcfg;
+    struct dispatch_shared_config sc;
 
     if (!dispatch_config_valid(cfg))
         return -1;
+    if (shared != NULL) {
+        sc = *shared;
+        if ((sc.limits >> cfg->nlimits) != 0)
+            return -1;
+    } else {
+        /* Keep the current shared config, for the limits that still exist. */
+        sc.limits = d->shared_mask & ((1u << cfg->nlimits) - 1);
+        sc.horizon_ns = d->shared_horizon_ns;
+        sc.grace_ns = d->shared_grace_ns;
+    }
     if (fair != NULL) {
         fair_to_fairq(fair, klimits, &fcfg);
         if (!fairq_config_valid(&fcfg))
@@ -211,7 +309,11 @@ int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *
     }
     /* Built aside and copied in only when every limit is accepted: all or nothing. */
     uint64_t now = dispatch_time(d, now_ns);
-    if (dispatch_build_buckets(next, d->buckets, d->nlimits, cfg, now) < 0)
+    /* A limit turning from local to shared or back starts fresh; one staying keeps its state. */
+    uint32_t fresh = d->shared_mask ^ sc.limits;
+    if (dispatch_build_buckets(next, d->buckets, d->nlimits, fresh, cfg, now) < 0 ||
+        dispatch_build_leases(next_leases, d->leases, d->nlimits, d->shared_mask, cfg, &sc, now) <
+            0)
         return -1;
     /* Valid (checked above), so this cannot fail any more: nothing to undo. */
     if (fair != NULL && fairq_reconfigure(d->fq, &fcfg, now) < 0)
@@ -219,6 +321,13 @@ int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *
 
     d->last_ns = now;
     memcpy(d->buckets, next, cfg->nlimits * sizeof(next[0]));
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        if ((sc.limits >> i) & 1)
+            d->leases[i] = next_leases[i];
+    }
+    d->shared_mask = sc.limits;
+    d->shared_horizon_ns = sc.horizon_ns;
+    d->shared_grace_ns = sc.grace_ns;
     d->nlimits = cfg->nlimits;
     d->queue.cap = cfg->queue_size;
     d->max_in_flight = cfg->max_in_flight;
@@ -431,9 +540,18 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
     struct waiter *w = fairq_select(d->fq, now);
     if (w == NULL)
         return NULL;
-    /* Check every bucket before taking from any, so a refusal takes nothing. */
-    if (dispatch_wait_ns(d, w->cost, now) != 0)
+    /* Check every bucket and lease before taking from any, so a refusal takes nothing. */
+    if (local_wait_ns(d, w->cost, now) != 0)
         return NULL;
+    if (!leases_ready(d, w->cost, now)) {
+        /* Only the leases hold it back: gather the slots open now for it, each in its window
+         * (a cost above 1, or a second shared limit whose slot comes later). */
+        for (size_t i = 0; i < d->nlimits; i++) {
+            if (limit_shared(d, i))
+                lease_claim(&d->leases[i], w->cost, now);
+        }
+        return NULL;
+    }
     /* A release that fires late keeps the schedule: each bucket books it as of the moment
      * its tokens came due, if the waiter was waiting then and that is less than one of its
      * intervals ago (limiter/bucket.h). A pause held it back: it counts as waiting only
@@ -444,8 +562,9 @@ struct waiter *dispatch_next(struct dispatch *d, uint64_t now_ns)
     if (fairq_flow_paused_until(w->flow) > since)
         since = fairq_flow_paused_until(w->flow);
     for (size_t i = 0; i < d->nlimits; i++) {
-        int taken = bucket_take_since(&d->buckets[i], w->cost, now, since);
-        assert(taken == 0); /* same arithmetic as bucket_wait_ns() == 0 */
+        int taken = limit_shared(d, i) ? lease_take(&d->leases[i], w->cost, now)
+                                       : bucket_take_since(&d->buckets[i], w->cost, now, since);
+        assert(taken == 0); /* same arithmetic as bucket_wait_ns() / lease_wait_ns() == 0 */
         (void)taken;
     }
     fairq_commit(d->fq, w, now, since);
@@ -508,6 +627,32 @@ void dispatch_done(struct dispatch *d)
         d->in_flight--;
 }
 
+/* When a front waiter of `cost` can go: once every local bucket allows it, the first moment
+ * every lease has its cost in hand from then on (never, while a lease then holds too few slots
+ * and is not in fallback: a grant comes with a kick); or sooner, once the local buckets allow
+ * it, when a lease can gather its next slot for it (lease_claim in dispatch_next), so that a
+ * cost above 1, or the slot of one of several shared limits, is collected in its window. */
+static uint64_t front_due_ns(const struct dispatch *d, uint64_t cost, uint64_t now)
+{
+    uint64_t local = sat_add(now, local_wait_ns(d, cost, now));
+    uint64_t due = local, gather = DISPATCH_NEVER;
+
+    for (size_t i = 0; i < d->nlimits; i++) {
+        if (!limit_shared(d, i))
+            continue;
+        const struct lease *l = &d->leases[i];
+        uint64_t w = due == DISPATCH_NEVER ? 0 : lease_wait_ns(l, cost, due);
+        if (w == LEASE_NEVER)
+            due = DISPATCH_NEVER;
+        else
+            due = sat_add(due, w);
+        uint64_t claim = lease_claim_at_ns(l, cost, local);
+        if (claim < gather)
+            gather = claim;
+    }
+    return gather < due ? gather : due;
+}
+
 uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns)
 {
     const struct waiter *head = queue_peek(&d->queue);
@@ -524,7 +669,7 @@ uint64_t dispatch_wake_ns(const struct dispatch *d, uint64_t now_ns)
     const struct waiter *front = fairq_front(d->fq);
     /* A front no bucket could ever grant can only expire. */
     if (front != NULL && !dispatch_cost_too_big(d, front->cost)) {
-        uint64_t due = sat_add(now, dispatch_wait_ns(d, front->cost, now));
+        uint64_t due = front_due_ns(d, front->cost, now);
         if (due < release)
             release = due;
     }
@@ -573,6 +718,10 @@ double dispatch_tokens(const struct dispatch *d, size_t limit_index, uint64_t no
 {
     if (limit_index >= d->nlimits)
         return 0.0;
+    if (limit_shared(d, limit_index)) {
+        const struct lease *l = &d->leases[limit_index];
+        return (double)(lease_held(l, now_ns) + lease_gathered(l));
+    }
     return bucket_tokens(&d->buckets[limit_index], now_ns);
 }
 
@@ -626,4 +775,68 @@ int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaini
     if (reset_ns != NULL)
         *reset_ns = d->budget_reset_ns;
     return 1;
+}
+
+/* The lease of limit idx if it is shared, else NULL. */
+static struct lease *shared_lease(struct dispatch *d, size_t idx)
+{
+    return idx < d->nlimits && limit_shared(d, idx) ? &d->leases[idx] : NULL;
+}
+
+size_t dispatch_shared_count(const struct dispatch *d)
+{
+    return (size_t)__builtin_popcount(d->shared_mask);
+}
+
+const struct lease *dispatch_lease(const struct dispatch *d, size_t idx)
+{
+    return idx < d->nlimits && limit_shared(d, idx) ? &d->leases[idx] : NULL;
+}
+
+uint32_t dispatch_lease_want(const struct dispatch *d, size_t idx, uint64_t now_ns)
+{
+    const struct lease *l = dispatch_lease(d, idx);
+
+    return l != NULL ? lease_want(l, d->queue.cost_sum, dispatch_time(d, now_ns)) : 0;
+}
+
+uint64_t dispatch_lease_want_at_ns(const struct dispatch *d, size_t idx, uint64_t now_ns)
+{
+    const struct lease *l = dispatch_lease(d, idx);
+
+    if (l == NULL)
+        return DISPATCH_NEVER;
+    return lease_want_at_ns(l, d->queue.cost_sum, dispatch_time(d, now_ns));
+}
+
+void dispatch_lease_grant(struct dispatch *d, size_t idx, uint64_t t_send_ns, uint64_t t_recv_ns,
+                          const struct lease_reply *r)
+{
+    struct lease *l = shared_lease(d, idx);
+
+    if (l != NULL)
+        lease_grant(l, t_send_ns, t_recv_ns, r);
+}
+
+void dispatch_lease_fallback(struct dispatch *d, size_t idx, uint64_t now_ns)
+{
+    struct lease *l = shared_lease(d, idx);
+
+    if (l != NULL)
+        lease_fallback(l, dispatch_clock(d, now_ns));
+}
+
+uint64_t dispatch_lease_recover(struct dispatch *d, size_t idx)
+{
+    struct lease *l = shared_lease(d, idx);
+
+    return l != NULL ? lease_recover(l) : 0;
+}
+
+void dispatch_lease_drop_until(struct dispatch *d, size_t idx, uint64_t until_ns)
+{
+    struct lease *l = shared_lease(d, idx);
+
+    if (l != NULL)
+        lease_drop_until(l, until_ns);
 }

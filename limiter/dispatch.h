@@ -34,6 +34,20 @@
  *   100/s: 101; any multiple of the interval), and for other windows at most one token more
  *   than floor(rate * t) + burst, the bound of plain GCRA. max_in_flight only lowers these.
  *
+ * Shared limits (issue 10)
+ *   A limit may be shared by several instances (struct dispatch_shared_config): it is then
+ *   governed by its lease (limiter/lease.h), the slots this instance holds on the fleet's
+ *   schedule, instead of its bucket. A waiter goes only when every local bucket grants its cost
+ *   AND every shared limit's lease has `cost` slots in hand now (lease_take); the fair queue
+ *   and the priorities still decide which waiter, the lease decides when. A lease holding no
+ *   slot (and not in fallback) arms no timer: the caller kicks when a grant arrives. When the
+ *   local buckets would let the front waiter go but a lease does not have its whole cost yet,
+ *   the slots open now are gathered for it (lease_claim), so a cost above 1 is collected slot
+ *   by slot, each in its window, and dispatch_wake_ns() includes the next slot to gather. The
+ *   lease's bound (lease.h) replaces the one above for a shared limit. Per-key limits are
+ *   always local. Everything stays O(1) per request (a lease holds at most LEASE_MAX_RUNS
+ *   runs of slots).
+ *
  * Contract
  *   - No HTTP, no libevent, no clock: every call takes `now_ns` from the caller's
  *     monotonic clock. The caller (proxy/upstream) arms ONE timer per dispatcher for
@@ -51,8 +65,10 @@
  *     gets now + max_wait, and a reload that shortens max_wait clamps older deadlines), so
  *     the earliest deadline is always its head's: expiry is O(1) with no per-request timer,
  *     whatever the release order.
- *   - A waiter handed out by dispatch_next() has taken `cost` tokens from every bucket
- *     and counts in flight until dispatch_done(); a cancelled or expired one took nothing.
+ *   - A waiter handed out by dispatch_next() has taken `cost` tokens from every local bucket
+ *     and `cost` slots from every shared limit's lease, and counts in flight until
+ *     dispatch_done(); a cancelled or expired one took nothing (slots a lease gathered for it
+ *     stay gathered, for the waiter that comes next).
  */
 #ifndef SLUICE_LIMITER_DISPATCH_H
 #define SLUICE_LIMITER_DISPATCH_H
@@ -62,6 +78,8 @@
 
 struct waiter;
 struct dispatch;
+struct lease;
+struct lease_reply;
 
 #define DISPATCH_MAX_LIMITS     8
 #define DISPATCH_MAX_KEY_LIMITS 4          /* per-key limits (= FAIRQ_MAX_KEY_LIMITS) */
@@ -100,6 +118,16 @@ struct dispatch_fair_config {
                                   keys; read at dispatch_new_fair only; 0: a weak built-in seed */
 };
 
+/* Shared limits. A separate struct for the reason given above dispatch_fair_config: callers
+ * fill struct dispatch_limit field by field, so a new field there would be left uninitialised.
+ * A zeroed struct (or NULL where one is taken) keeps every limit local. */
+struct dispatch_shared_config {
+    uint32_t limits;     /* bit i set: limits[i] is shared, governed by a lease; bits at or
+                            above nlimits are invalid */
+    uint64_t horizon_ns; /* lease horizon H; 0: LEASE_DEFAULT_HORIZON_NS (500 ms) */
+    uint64_t grace_ns;   /* release grace G; 0: clamp(interval / 2, 1 ms, 20 ms) per limit */
+};
+
 enum dispatch_admit {
     DISPATCH_QUEUED, /* linked at the tail; will come out of next() or expired() */
     DISPATCH_FULL,   /* queue at queue_size: refuse (503 queue_full) */
@@ -114,6 +142,13 @@ struct dispatch *dispatch_new(const struct dispatch_config *cfg, uint64_t now_ns
 /* The same with fair queuing configured (fair may be NULL: all defaults). */
 struct dispatch *dispatch_new_fair(const struct dispatch_config *cfg,
                                    const struct dispatch_fair_config *fair, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
+/* The same with shared limits (shared may be NULL: all local). A shared limit's lease starts
+ * holding no slot, so nothing goes through it before its first grant (or fallback). */
+struct dispatch *dispatch_new_shared(const struct dispatch_config *cfg,
+                                     const struct dispatch_fair_config *fair,
+                                     const struct dispatch_shared_config *shared, uint64_t now_ns)
     __attribute__((warn_unused_result));
 
 /* Frees the dispatcher. Its queue must be empty (drain it with dispatch_pop first). NULL ok. */
@@ -136,10 +171,23 @@ int dispatch_reconfigure_fair(struct dispatch *d, const struct dispatch_config *
                               const struct dispatch_fair_config *fair, uint64_t now_ns)
     __attribute__((warn_unused_result));
 
+/* dispatch_reconfigure_fair() plus the shared limits, all or nothing (shared == NULL: keep the
+ * current shared config, without the bits of limits that no longer exist). A limit that stays
+ * shared keeps its lease (slots held stay valid; the new rate, horizon and grace apply to what
+ * follows) and its bucket; one that turns from local to shared or back starts fresh (a lease
+ * holding nothing, a full bucket). Returns 0 or -1. */
+int dispatch_reconfigure_shared(struct dispatch *d, const struct dispatch_config *cfg,
+                                const struct dispatch_fair_config *fair,
+                                const struct dispatch_shared_config *shared, uint64_t now_ns)
+    __attribute__((warn_unused_result));
+
 /* Offer a waiter (its `cost` set by the caller, >= 1; 0 is stored as 1). On
  * DISPATCH_QUEUED its enqueued_ns and deadline_ns are set. The predicted wait is the time
  * for every limit to grant the tokens of the whole queue plus this one; max_in_flight is
- * not part of it. On FULL or LATE it is not linked and *retry_after_ns (if non-NULL) gets
+ * not part of it; for a shared limit it counts the slots its lease holds, then this
+ * instance's expected share of the rest, rate / n (n: instances in the lease's last reply, 1
+ * before any), after them (lease_predict_ns). On FULL or LATE it is not linked and
+ * *retry_after_ns (if non-NULL) gets
  * an honest estimate of when the same request would be admitted: for FULL, when the head
  * will leave (its tokens come due, or an upstream-wide pause ends, or its deadline,
  * whichever is first; at least 1 ms); for LATE, how much sooner the predicted wait would
@@ -194,7 +242,8 @@ enum dispatch_admit dispatch_submit_key(struct dispatch *d, struct waiter *w, co
                                         size_t key_len, uint64_t now_ns,
                                         struct dispatch_admission *out);
 
-/* Remove a queued waiter (its client left). It consumes no token. No-op if not queued. */
+/* Remove a queued waiter (its client left). It consumes no token (slots gathered for it stay
+ * for the next waiter). No-op if not queued. */
 void dispatch_cancel(struct dispatch *d, struct waiter *w);
 
 /* The next waiter allowed to go now (the fair order: see the top of this file), unlinked,
@@ -232,7 +281,9 @@ void dispatch_done(struct dispatch *d);
 
 /* Absolute time (same clock as now_ns) of the next moment something can happen without
  * outside help: the tokens of the waiter whose turn it is come due, a flow that stepped
- * aside gets its own tokens back or its key's pause ends, or the oldest deadline; a release
+ * aside gets its own tokens back or its key's pause ends, the next slot a lease can gather
+ * for it, or the oldest deadline (a shared limit whose lease holds no slot adds no time: a
+ * grant comes with a kick); a release
  * time is pushed to the end of an upstream-wide pause, and to the budget's reset while the
  * budget is spent. DISPATCH_NEVER when
  * the queue is empty. While max_in_flight is reached only the deadline counts, since
@@ -270,7 +321,8 @@ size_t dispatch_queue_len(const struct dispatch *d);
 size_t dispatch_queue_cap(const struct dispatch *d);
 uint32_t dispatch_in_flight(const struct dispatch *d);
 size_t dispatch_nlimits(const struct dispatch *d);
-/* Tokens of limit `limit_index` now; 0 for an index out of range. */
+/* Tokens of limit `limit_index` now; 0 for an index out of range. For a shared limit, the
+ * slots its lease holds now (held and gathered). */
 double dispatch_tokens(const struct dispatch *d, size_t limit_index, uint64_t now_ns);
 /* Keyed flows allocated now (default and overflow flows not counted), flows holding
  * waiters, and flows stepped aside for their own tokens. */
@@ -294,5 +346,27 @@ uint64_t dispatch_key_paused_until(const struct dispatch *d, const char *key, si
 /* Whether a budget applies at now_ns, and if so the requests left and the reset time. */
 int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
                     uint64_t *reset_ns);
+
+/* Shared limits, for the proxy's store client. `idx` is the limit's index in
+ * dispatch_config.limits; for a limit that is not shared (or out of range) the calls do nothing
+ * and return 0 (dispatch_lease_want_at_ns: DISPATCH_NEVER, dispatch_lease: NULL). After a
+ * grant, a fallback, a recovery or a fleet pause, kick: call dispatch_next() and then
+ * dispatch_wake_ns() again. */
+size_t dispatch_shared_count(const struct dispatch *d);
+/* The lease of limit idx, for its counters, mode and instances (limiter/lease.h); NULL for a
+ * local limit. Valid until the next dispatch_reconfigure*() or dispatch_free(). */
+const struct lease *dispatch_lease(const struct dispatch *d, size_t idx);
+/* Slots to ask for now (lease_want with the tokens queued as the backlog), and when that
+ * becomes positive if nothing else happens (lease_want_at_ns: arm a timer for it). */
+uint32_t dispatch_lease_want(const struct dispatch *d, size_t idx, uint64_t now_ns);
+uint64_t dispatch_lease_want_at_ns(const struct dispatch *d, size_t idx, uint64_t now_ns);
+/* A reply for limit idx (lease_grant), for a call sent at t_send_ns, read at t_recv_ns. */
+void dispatch_lease_grant(struct dispatch *d, size_t idx, uint64_t t_send_ns, uint64_t t_recv_ns,
+                          const struct lease_reply *r);
+/* The store is unreachable / answers again (lease_fallback / lease_recover: the debit). */
+void dispatch_lease_fallback(struct dispatch *d, size_t idx, uint64_t now_ns);
+uint64_t dispatch_lease_recover(struct dispatch *d, size_t idx);
+/* The fleet paused this budget until until_ns (lease_drop_until). */
+void dispatch_lease_drop_until(struct dispatch *d, size_t idx, uint64_t until_ns);
 
 #endif

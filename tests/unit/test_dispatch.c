@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "limiter/dispatch.h"
+#include "limiter/lease.h"
 #include "limiter/queue.h"
 #include "tests/unit/fakeclock.h"
 
@@ -990,6 +991,487 @@ static void test_late_pause_restarts_schedule(void **state)
     drain_free(d);
 }
 
+/* ---------------------------------------------------------------- shared limits (issue 10) */
+
+static struct dispatch *make_shared(const struct dispatch_limit *limits, size_t nlimits,
+                                    uint32_t mask, uint32_t queue_size, uint64_t max_wait_ns)
+{
+    struct dispatch_config cfg = config(limits, nlimits, 1000, queue_size, max_wait_ns);
+    struct dispatch_shared_config sc = {.limits = mask};
+    struct dispatch *d = dispatch_new_shared(&cfg, NULL, &sc, fake_now());
+
+    assert_non_null(d);
+    return d;
+}
+
+static struct lease_reply slots(uint32_t k, int64_t off_ns, uint64_t interval_ns, uint32_t n)
+{
+    return (struct lease_reply){
+        .slots = k, .first_offset_ns = off_ns, .interval_ns = interval_ns, .instances = n};
+}
+
+static void test_shared_config(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}, {5, 1}};
+    struct dispatch_config cfg = config(lim, 2, 10, 10, NS_PER_SEC);
+    struct dispatch_shared_config beyond = {.limits = 1u << 2};
+    struct dispatch_shared_config bad_horizon = {.limits = 1,
+                                                 .horizon_ns = LEASE_MAX_HORIZON_NS + 1};
+    struct dispatch_shared_config second = {.limits = 2, .horizon_ns = 200 * NS_PER_MS};
+
+    assert_null(dispatch_new_shared(&cfg, NULL, &beyond, fake_now()));
+    assert_null(dispatch_new_shared(&cfg, NULL, &bad_horizon, fake_now()));
+    struct dispatch *d = dispatch_new_shared(&cfg, NULL, NULL, fake_now());
+    assert_non_null(d);
+    assert_int_equal(dispatch_shared_count(d), 0);
+    assert_null(dispatch_lease(d, 0));
+    dispatch_free(d);
+
+    d = dispatch_new_shared(&cfg, NULL, &second, fake_now());
+    assert_non_null(d);
+    assert_int_equal(dispatch_shared_count(d), 1);
+    assert_null(dispatch_lease(d, 0));
+    assert_null(dispatch_lease(d, 2));
+    const struct lease *l = dispatch_lease(d, 1);
+    assert_non_null(l);
+    assert_int_equal(lease_horizon_ns(l), 200 * NS_PER_MS);
+    assert_int_equal(lease_interval_ns(l), 200 * NS_PER_MS);
+    /* The lease calls on a local limit (or out of range) do nothing. */
+    struct lease_reply r = slots(3, 0, 0, 1);
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &r);
+    dispatch_lease_fallback(d, 0, fake_now());
+    dispatch_lease_drop_until(d, 7, fake_now() + NS_PER_SEC);
+    assert_int_equal(dispatch_lease_recover(d, 0), 0);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 0);
+    assert_int_equal(dispatch_lease_want_at_ns(d, 0, fake_now()), DISPATCH_NEVER);
+    dispatch_free(d);
+}
+
+/* A shared limit releases only on the slots its lease holds: nothing before a grant, and no
+ * timer for it (the grant comes with a kick); then one release per slot, in its window. */
+static void test_shared_needs_grant(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, &w[i]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 3);
+    assert_int_equal(dispatch_lease_want_at_ns(d, 0, fake_now()), fake_now());
+
+    fake_advance_ms(1);
+    struct lease_reply r = slots(3, 10 * NS_PER_MS, 100 * NS_PER_MS, 1);
+    dispatch_lease_grant(d, 0, t0, fake_now(), &r);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 3, 1e-9);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 0); /* held cover the queue */
+    /* Slot j: [t0 + 11 + 100 j, t0 + 30 + 100 j] ms. */
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 11 * NS_PER_MS);
+    fake_now_ns = t0 + 11 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 111 * NS_PER_MS);
+    /* A loop stalled past slot 1's deadline: it is dropped, slot 2 goes in its window. */
+    fake_now_ns = t0 + 215 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2 - 1]);
+    assert_null(dispatch_next(d, fake_now()));
+    const struct lease_counters *c = lease_counters(dispatch_lease(d, 0));
+    assert_int_equal(c->released, 2);
+    assert_int_equal(c->dropped, 1);
+    /* Nothing held again: no timer but the deadline, and a slot asked for. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[2].deadline_ns);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 1 + 2); /* + recent releases */
+    drain_free(d);
+}
+
+/* A local bucket and a shared limit: a release needs a token AND a slot. */
+static void test_shared_and_local(void **state)
+{
+    const struct dispatch_limit lim[] = {{2, 1}, {10, 1}}; /* local 2/s, shared 10/s */
+    struct dispatch *d = make_shared(lim, 2, 2, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, &w[i]);
+    /* Twenty slots, the first due now (offset 0), then every 100 ms. */
+    struct lease_reply r = slots(20, 0, 100 * NS_PER_MS, 1);
+    dispatch_lease_grant(d, 1, t0, t0, &r);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_null(dispatch_next(d, fake_now()));
+    /* Slot at 100 ms, token at 500 ms: the token decides. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 500 * NS_PER_MS);
+    fake_now_ns = t0 + 100 * NS_PER_MS;
+    assert_null(dispatch_next(d, fake_now())); /* a slot, no token: the slot passes */
+    fake_now_ns = t0 + 500 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_int_equal(lease_counters(dispatch_lease(d, 1))->dropped, 4); /* 100..400 ms */
+    /* Token at 1000 ms, and a slot then too. */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 1000 * NS_PER_MS);
+    /* A token with no slot open: the slot decides. */
+    fake_now_ns = t0 + 1050 * NS_PER_MS;
+    assert_null(dispatch_next(d, fake_now())); /* slot 10 ms past its window of [1000, 1020] */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 1100 * NS_PER_MS);
+    fake_now_ns = t0 + 1100 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    /* The token came due at 1000 ms: booked then (a late release keeps the local schedule). */
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 0.2, 1e-9);
+    drain_free(d);
+}
+
+/* Wake-ups: held slots arm the timer; none held arms none; fallback arms the local pace. */
+static void test_shared_wake(void **state)
+{
+    const struct dispatch_limit lim[] = {{30, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 100, 60 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
+    /* A zero grant: n = 3, ask again in 200 ms; still nothing to wake for but the deadline. */
+    struct lease_reply none = {.slots = 0, .instances = 3, .retry_in_ns = 200 * NS_PER_MS};
+    dispatch_lease_grant(d, 0, t0, t0, &none);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 0);
+    assert_int_equal(dispatch_lease_want_at_ns(d, 0, fake_now()), t0 + 200 * NS_PER_MS);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[0].deadline_ns);
+    /* The store unreachable: rate / 3, one release every 100 ms (burst 1). */
+    dispatch_lease_fallback(d, 0, fake_now());
+    assert_int_equal(lease_mode(dispatch_lease(d, 0)), LEASE_FALLBACK);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now());
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 3 * 33333334ull);
+    fake_advance_ns(3 * 33333334ull);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    /* Back: the debit, and the lease governs again. */
+    assert_int_equal(dispatch_lease_recover(d, 0), 2);
+    submit_ok(d, &w[2]);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[2].deadline_ns);
+    struct lease_reply r = slots(1, 40 * NS_PER_MS, 33333334, 3);
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &r);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), fake_now() + 40 * NS_PER_MS);
+    drain_free(d);
+}
+
+/* Admission predicts a shared limit at this instance's share: rate / n per queued token. */
+static void test_shared_admission(void **state)
+{
+    const struct dispatch_limit lim[] = {{30, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 100, 2 * NS_PER_SEC);
+    uint64_t retry = 0;
+    int i;
+
+    /* Before any reply n = 1: one token every 33.3 ms; the 60th is predicted at 2 s. */
+    for (i = 0; i < 59; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(dispatch_submit(d, &w[59], fake_now(), &retry), DISPATCH_LATE);
+    while (dispatch_pop(d) != NULL)
+        ;
+    /* Three instances: 10/s each, 100 ms a token: 20 fit in 2 s. */
+    struct lease_reply none = {.slots = 0, .instances = 3};
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &none);
+    for (i = 0; i < 19; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(dispatch_submit(d, &w[19], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 3 * 33333334ull * 20 - 2 * NS_PER_SEC);
+    assert_int_equal(w[19].queued, 0);
+    /* Slots held count at their times: 10 slots over the next 300 ms make room. */
+    struct lease_reply r = slots(10, 0, 33333334, 3);
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &r);
+    /* The 27th token: the 10th slot at 9 T, then 17 at 3 T each: 40 ns over 2 s. */
+    for (i = 19; i < 26; i++)
+        submit_ok(d, &w[i]);
+    assert_int_equal(dispatch_submit(d, &w[26], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, 9 * 33333334ull + 17 * 3 * 33333334ull - 2 * NS_PER_SEC);
+    drain_free(d);
+}
+
+/* A cost above 1 is gathered slot by slot, each in its window, and goes with the last. */
+static void test_shared_cost_gathered(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 5}};
+    struct dispatch *d = make_shared(lim, 1, 1, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    w[0].cost = 3;
+    submit_ok(d, &w[0]);
+    struct lease_reply r = slots(5, 10 * NS_PER_MS, 100 * NS_PER_MS, 1); /* 10, 110, ... */
+    dispatch_lease_grant(d, 0, t0, t0, &r);
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 10 * NS_PER_MS);
+    const uint64_t at_ms[] = {10, 110};
+    for (int i = 0; i < 2; i++) {
+        fake_now_ns = t0 + at_ms[i] * NS_PER_MS;
+        assert_null(dispatch_next(d, fake_now()));
+        assert_int_equal(lease_gathered(dispatch_lease(d, 0)), (uint64_t)i + 1);
+        assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + (at_ms[i] + 100) * NS_PER_MS);
+    }
+    fake_now_ns = t0 + 210 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(lease_counters(dispatch_lease(d, 0))->released, 3);
+    assert_int_equal(lease_counters(dispatch_lease(d, 0))->dropped, 0);
+
+    /* The waiter leaves after one slot was gathered for it: the next one uses it. */
+    w[1].cost = 2;
+    submit_ok(d, &w[1]);
+    fake_now_ns = t0 + 310 * NS_PER_MS;
+    assert_null(dispatch_next(d, fake_now()));
+    dispatch_cancel(d, &w[1]);
+    submit_ok(d, &w[2]);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[2]);
+    /* A cost above the burst can never be granted: refused as for a local limit. */
+    w[3].cost = 6;
+    uint64_t retry = 0;
+    assert_int_equal(dispatch_submit(d, &w[3], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, DISPATCH_NEVER);
+    drain_free(d);
+}
+
+/* Two shared limits: a slot of the first is gathered in its window and waits for the second's. */
+static void test_shared_two_leases(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}, {10, 1}};
+    struct dispatch *d = make_shared(lim, 2, 3, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    struct lease_reply a = slots(2, 10 * NS_PER_MS, 100 * NS_PER_MS, 1); /* 10, 110 */
+    struct lease_reply b = slots(2, 50 * NS_PER_MS, 100 * NS_PER_MS, 1); /* 50, 150 */
+    dispatch_lease_grant(d, 0, t0, t0, &a);
+    dispatch_lease_grant(d, 1, t0, t0, &b);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 10 * NS_PER_MS);
+    fake_now_ns = t0 + 10 * NS_PER_MS;
+    assert_null(dispatch_next(d, fake_now()));
+    assert_int_equal(lease_gathered(dispatch_lease(d, 0)), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 50 * NS_PER_MS);
+    fake_now_ns = t0 + 50 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 110 * NS_PER_MS);
+    fake_now_ns = t0 + 110 * NS_PER_MS;
+    assert_null(dispatch_next(d, fake_now()));
+    fake_now_ns = t0 + 150 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    assert_int_equal(lease_counters(dispatch_lease(d, 0))->dropped, 0);
+    assert_int_equal(lease_counters(dispatch_lease(d, 1))->dropped, 0);
+    drain_free(d);
+}
+
+/* The fleet paused the budget: held slots before its end are dropped, nothing goes before it. */
+static void test_shared_drop_until(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    for (int i = 0; i < 3; i++)
+        submit_ok(d, &w[i]);
+    struct lease_reply r = slots(5, 10 * NS_PER_MS, 100 * NS_PER_MS, 1);
+    dispatch_lease_grant(d, 0, t0, t0, &r);
+    dispatch_lease_drop_until(d, 0, t0 + 250 * NS_PER_MS);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), t0 + 310 * NS_PER_MS);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 0);
+    fake_now_ns = t0 + 310 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]);
+    assert_int_equal(lease_counters(dispatch_lease(d, 0))->dropped, 3);
+    drain_free(d);
+}
+
+/* A reload: a limit staying shared keeps its slots; one turning shared starts with none; one
+ * turning local starts with a full bucket; NULL keeps the shared config. */
+static void test_shared_reconfigure(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}, {1, 1}};
+    struct dispatch *d = make_shared(lim, 2, 1, 10, 10 * NS_PER_SEC);
+    uint64_t t0 = fake_now();
+
+    struct lease_reply r = slots(5, 10 * NS_PER_MS, 100 * NS_PER_MS, 2);
+    dispatch_lease_grant(d, 0, t0, t0, &r);
+    submit_ok(d, &w[0]);
+    fake_now_ns = t0 + 10 * NS_PER_MS;
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[0]); /* limit 1's only token */
+
+    /* Same shared limit at another rate, through the old API (NULL: keep shared). */
+    const struct dispatch_limit faster[] = {{20, 1}, {1, 1}};
+    struct dispatch_config cfg = config(faster, 2, 1000, 10, 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &cfg, fake_now()), 0);
+    assert_int_equal(dispatch_shared_count(d), 1);
+    const struct lease *l = dispatch_lease(d, 0);
+    assert_int_equal(lease_held(l, fake_now()), 4);
+    assert_int_equal(lease_instances(l), 2);
+    assert_int_equal(lease_interval_ns(l), 50 * NS_PER_MS);
+    /* Balance kept (the take was booked at t0, when the token came due). */
+    assert_float_equal(dispatch_tokens(d, 1, fake_now()), 0.01, 1e-9);
+
+    /* Limit 1 turns shared (fresh lease), limit 0 turns local (full bucket). */
+    struct dispatch_shared_config swap = {.limits = 2};
+    assert_int_equal(dispatch_reconfigure_shared(d, &cfg, NULL, &swap, fake_now()), 0);
+    assert_null(dispatch_lease(d, 0));
+    assert_non_null(dispatch_lease(d, 1));
+    assert_int_equal(lease_held(dispatch_lease(d, 1), fake_now()), 0);
+    assert_float_equal(dispatch_tokens(d, 0, fake_now()), 1, 1e-9);
+    submit_ok(d, &w[1]);
+    assert_null(dispatch_next(d, fake_now())); /* limit 1 waits for a grant */
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[1].deadline_ns);
+
+    /* Refused as a whole: a bit beyond the limits. */
+    struct dispatch_shared_config beyond = {.limits = 4};
+    assert_int_equal(dispatch_reconfigure_shared(d, &cfg, NULL, &beyond, fake_now()), -1);
+    assert_non_null(dispatch_lease(d, 1));
+    /* One limit left: the bit of the one removed goes with it. */
+    struct dispatch_config one = config(faster, 1, 1000, 10, 10 * NS_PER_SEC);
+    assert_int_equal(dispatch_reconfigure(d, &one, fake_now()), 0);
+    assert_int_equal(dispatch_shared_count(d), 0);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[1]);
+    drain_free(d);
+}
+
+/* Cancel and expiry behave as for local limits; a lease with nothing held waits for the
+ * deadline, which expires the waiter. */
+static void test_shared_cancel_expiry(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 10, 500 * NS_PER_MS);
+
+    submit_ok(d, &w[0]);
+    submit_ok(d, &w[1]);
+    dispatch_cancel(d, &w[0]);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 1);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), w[1].deadline_ns);
+    fake_now_ns = w[1].deadline_ns;
+    assert_null(dispatch_next(d, fake_now()));
+    assert_ptr_equal(dispatch_expired(d, fake_now()), &w[1]);
+    assert_int_equal(dispatch_lease_want(d, 0, fake_now()), 0);
+    assert_int_equal(dispatch_wake_ns(d, fake_now()), DISPATCH_NEVER);
+    dispatch_free(d);
+}
+
+/* Three instances (dispatchers), one budget of 30/s through a tiny GCRA script (the design
+ * note's), each offered 40 req/s for 4 s, each driven only by its wake-ups, its lease timer
+ * and the replies: the fleet releases at 30/s, no 1 s window above the bound. */
+struct sim_script {
+    uint64_t T, H, tat, seen[3];
+};
+
+static struct lease_reply sim_script_call(struct sim_script *s, int who, uint64_t now,
+                                          uint32_t want)
+{
+    uint32_t n = 0;
+
+    s->seen[who] = now;
+    for (int i = 0; i < 3; i++)
+        n += s->seen[i] != 0 && now - s->seen[i] <= 3 * NS_PER_SEC;
+    uint64_t tat = s->tat > now ? s->tat : now;
+    uint64_t fit = now + s->H >= tat ? (now + s->H - tat) / s->T + 1 : 0;
+    uint64_t share = s->H / s->T / n > 1 ? s->H / s->T / n : 1;
+    uint64_t k = want < fit ? want : fit;
+    k = k < share ? k : share;
+    struct lease_reply r = {.slots = (uint32_t)k,
+                            .first_offset_ns = (int64_t)tat - (int64_t)now,
+                            .interval_ns = s->T,
+                            .instances = n};
+    if (k == 0 && tat > now + s->H)
+        r.retry_in_ns = tat - s->H - now;
+    s->tat = tat + k * s->T;
+    return r;
+}
+
+#define SIM_REQS 160
+
+static void test_shared_three_dispatchers(void **state)
+{
+    const struct dispatch_limit lim[] = {{30, 1}};
+    static struct waiter req[3][SIM_REQS];
+    struct dispatch *d[3];
+    struct sim_script s = {.T = 33333334, .H = 500 * NS_PER_MS};
+    const int64_t off[3] = {0, 3 * (int64_t)NS_PER_SEC, -2 * (int64_t)NS_PER_SEC};
+    const uint64_t rtt[3] = {300000, 800000, 1500000}; /* script at half of it */
+    uint64_t call_sent[3] = {0}, call_back[3] = {0}, rel[3 * SIM_REQS];
+    int in_flight[3] = {0}, answered[3] = {0}, submitted[3] = {0};
+    uint32_t asked[3] = {0};
+    unsigned nrel = 0, refused = 0, expired = 0, calls = 0;
+    struct lease_reply rep[3];
+    uint64_t t0 = 2000 * NS_PER_SEC; /* real time; instance i reads t + off[i] */
+
+    memset(req, 0, sizeof(req));
+    for (int i = 0; i < 3; i++) {
+        struct dispatch_config cfg = config(lim, 1, 1000, 1000, 30 * NS_PER_SEC);
+        struct dispatch_shared_config sc = {.limits = 1};
+        d[i] = dispatch_new_shared(&cfg, NULL, &sc, (uint64_t)((int64_t)t0 + off[i]));
+        assert_non_null(d[i]);
+    }
+    for (uint64_t t = t0; t < t0 + 6 * NS_PER_SEC; t += 100000) {
+        for (int i = 0; i < 3; i++) {
+            uint64_t local = (uint64_t)((int64_t)t + off[i]);
+            int kick = 0;
+            /* 40 req/s for 4 s. */
+            if (t < t0 + 4 * NS_PER_SEC && t >= t0 + (uint64_t)submitted[i] * 25 * NS_PER_MS) {
+                struct waiter *x = &req[i][submitted[i]++];
+                x->cost = 1;
+                refused += dispatch_submit(d[i], x, local, NULL) != DISPATCH_QUEUED;
+                kick = 1;
+            }
+            /* The script runs the call at half its round trip; the reply is read at the end. */
+            if (in_flight[i] && !answered[i] && t >= call_sent[i] + rtt[i] / 2) {
+                rep[i] = sim_script_call(&s, i, call_sent[i] + rtt[i] / 2, asked[i]);
+                answered[i] = 1;
+            }
+            if (in_flight[i] && answered[i] && t >= call_back[i]) {
+                dispatch_lease_grant(d[i], 0, (uint64_t)((int64_t)call_sent[i] + off[i]), local,
+                                     &rep[i]);
+                in_flight[i] = answered[i] = 0;
+                kick = 1;
+            }
+            if (kick || dispatch_wake_ns(d[i], local) <= local) {
+                while (dispatch_next(d[i], local) != NULL) {
+                    assert_true(nrel < 3 * SIM_REQS);
+                    rel[nrel++] = t;
+                    dispatch_done(d[i]);
+                }
+                while (dispatch_expired(d[i], local) != NULL)
+                    expired++;
+                /* A timer armed for the next wake-up never fires at once again (no spin). */
+                assert_true(dispatch_wake_ns(d[i], local) > local);
+            }
+            if (!in_flight[i] && dispatch_lease_want_at_ns(d[i], 0, local) <= local) {
+                asked[i] = dispatch_lease_want(d[i], 0, local);
+                assert_true(asked[i] > 0);
+                calls++;
+                in_flight[i] = 1;
+                call_sent[i] = t;
+                call_back[i] = t + rtt[i];
+            }
+        }
+    }
+    /* 4 s of demand at 120/s against 30/s: the queues never empty before 4 s, and drain after
+     * (the predicted waits admitted only what fits in max_wait). */
+    assert_int_equal(expired, 0);
+    unsigned in4 = 0;
+    for (unsigned i = 0; i < nrel; i++)
+        in4 += rel[i] < t0 + 4 * NS_PER_SEC;
+    assert_in_range(in4, 116, 124); /* 30/s for 4 s, within 3 % */
+    for (unsigned i = 0, j = 0; i < nrel; i++) {
+        while (j < nrel && rel[j] <= rel[i] + NS_PER_SEC)
+            j++;
+        assert_true(j - i <= 31); /* floor(1 s / T) + 1 + ceil(G / T) = 29 + 1 + 1 */
+    }
+    /* Backlogged throughout: no slot went unused (every wake-up in time), and a few calls a
+     * second for the fleet, not one per request. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lease_counters(dispatch_lease(d[i], 0))->dropped, 0);
+    assert_true(calls < 6 * 30);
+    print_message("    3 dispatchers at 30/s: %u released in the first 4 s, %u in 6 s, %u "
+                  "refused, %.1f lease calls/s\n",
+                  in4, nrel, refused, calls / 6.0);
+    for (int i = 0; i < 3; i++)
+        drain_free(d[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1021,6 +1503,17 @@ int main(void)
         cmocka_unit_test_setup(test_late_no_idle_credit, setup),
         cmocka_unit_test_setup(test_late_stall_drops_slot, setup),
         cmocka_unit_test_setup(test_late_pause_restarts_schedule, setup),
+        cmocka_unit_test_setup(test_shared_config, setup),
+        cmocka_unit_test_setup(test_shared_needs_grant, setup),
+        cmocka_unit_test_setup(test_shared_and_local, setup),
+        cmocka_unit_test_setup(test_shared_wake, setup),
+        cmocka_unit_test_setup(test_shared_admission, setup),
+        cmocka_unit_test_setup(test_shared_cost_gathered, setup),
+        cmocka_unit_test_setup(test_shared_two_leases, setup),
+        cmocka_unit_test_setup(test_shared_drop_until, setup),
+        cmocka_unit_test_setup(test_shared_reconfigure, setup),
+        cmocka_unit_test_setup(test_shared_cancel_expiry, setup),
+        cmocka_unit_test_setup(test_shared_three_dispatchers, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
