@@ -21,10 +21,12 @@
 
 #include "conf/conf.h"
 #include "limiter/dispatch.h"
+#include "limiter/lease.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
+#include "proxy/shared.h"
 #include "proxy/upstream.h"
 
 /* Admin requests are small: a request line and a few headers, no body. */
@@ -77,6 +79,41 @@ static void add_json_string(struct evbuffer *out, const char *s)
     evbuffer_add(out, "\"", 1);
 }
 
+/* ,"shared":[...]: each shared limit's lease (proxy/shared, limiter/lease). */
+static void status_shared(struct evbuffer *out, const struct upstream *u, uint64_t now)
+{
+    const struct dispatch *d = upstream_dispatch(u);
+    size_t i, n = 0;
+
+    evbuffer_add(out, ",\"shared\":[", 11);
+    for (i = 0; i < DISPATCH_MAX_LIMITS; i++) {
+        const struct shared_user *su = upstream_shared_user(u, i);
+        const struct lease *l = dispatch_lease(d, i);
+        const struct lease_counters *lc;
+        struct shared_user_stats st;
+        if (su == NULL || l == NULL)
+            continue;
+        shared_user_stats(su, &st);
+        lc = lease_counters(l);
+        if (n++ > 0)
+            evbuffer_add(out, ",", 1);
+        evbuffer_add(out, "{\"budget\":", 10);
+        add_json_string(out, st.budget);
+        evbuffer_add_printf(
+            out,
+            ",\"limit\":%zu,\"mode\":\"%s\",\"instances\":%u,\"slots_held\":%" PRIu64
+            ",\"granted\":%" PRIu64 ",\"released\":%" PRIu64 ",\"dropped\":%" PRIu64
+            ",\"fleet_pauses\":%" PRIu64 ",\"fences\":%" PRIu64 ",\"calls\":{\"ok\":%" PRIu64
+            ",\"empty\":%" PRIu64 ",\"error\":%" PRIu64 ",\"timeout\":%" PRIu64
+            ",\"noscript\":%" PRIu64 "}}",
+            i, lease_mode(l) == LEASE_FALLBACK ? "fallback" : "redis", lease_instances(l),
+            lease_held(l, now), lc->granted, lc->released, lc->dropped, st.fleet_pauses,
+            st.fences, st.calls_ok, st.calls_empty, st.calls_error, st.calls_timeout,
+            st.calls_noscript);
+    }
+    evbuffer_add(out, "]", 1);
+}
+
 static void status_upstream(struct evbuffer *out, const struct upstream *u, uint64_t now)
 {
     const struct conf_upstream *cu = upstream_conf(u);
@@ -109,9 +146,11 @@ static void status_upstream(struct evbuffer *out, const struct upstream *u, uint
                         ",\"counters\":{\"admitted\":%" PRIu64 ",\"released\":%" PRIu64
                         ",\"refused_full\":%" PRIu64 ",\"refused_late\":%" PRIu64
                         ",\"expired\":%" PRIu64 ",\"withdrawn\":%" PRIu64 ",\"responses\":%" PRIu64
-                        ",\"failures\":%" PRIu64 "}}",
+                        ",\"failures\":%" PRIu64 "}",
                         st->admitted, st->released, st->refused_full, st->refused_late, st->expired,
                         st->withdrawn, st->responses, st->failures);
+    status_shared(out, u, now);
+    evbuffer_add(out, "}", 1);
 }
 
 static void serve_status(struct admin *a, struct evhttp_request *req)

@@ -31,6 +31,7 @@
 #include "proxy/request.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
+#include "proxy/shared.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 
@@ -247,6 +248,8 @@ static int server_start(struct server *s)
         }
     }
 
+    if (s->conf->shared.enabled && (s->shared = shared_new(s->base, s->conf)) == NULL)
+        log_error("shared: cannot set up the Redis client: shared limits pace locally");
     s->nupstreams = s->conf->nupstreams;
     s->upstreams = calloc(s->nupstreams ? s->nupstreams : 1, sizeof(*s->upstreams));
     if (s->upstreams == NULL)
@@ -289,6 +292,8 @@ static void server_stop(struct server *s)
         upstream_free(s->retired[i]);
     free(s->retired);
     router_free(s->router);
+    shared_free(s->shared); /* after the upstreams: their lease clients are gone */
+    s->shared = NULL;
     request_reap(s);
     /* Last: freeing requests above still reports them. */
     accesslog_close(s->access);

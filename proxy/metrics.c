@@ -27,9 +27,11 @@
 
 #include "conf/conf.h"
 #include "limiter/dispatch.h"
+#include "limiter/lease.h"
 #include "proxy/clock.h"
 #include "proxy/frontend.h"
 #include "proxy/server.h"
+#include "proxy/shared.h"
 #include "proxy/upstream.h"
 
 /* Upper bounds of the histogram buckets, in ns; the +Inf bucket follows them. */
@@ -503,6 +505,110 @@ static void limit_label(const struct conf_upstream *cu, size_t li, char *buf, si
     }
 }
 
+/* `name{upstream="U",budget="B"` without the closing brace. */
+static void open_budget(struct evbuffer *out, const char *name, const struct upstream *u,
+                        const char *budget)
+{
+    open_upstream(out, name, upstream_name(u));
+    evbuffer_add(out, ",budget=\"", 9);
+    add_escaped(out, budget);
+    evbuffer_add(out, "\"", 1);
+}
+
+/* Shared budgets (proxy/shared, limiter/lease): one series per shared limit. */
+static void render_shared(const struct server *s, struct evbuffer *out)
+{
+    static const char *const results[] = {"ok", "empty", "error", "timeout", "noscript"};
+    static const char *const outcomes[] = {"granted", "released", "dropped"};
+    size_t i, j, k;
+    int any = 0;
+
+    for (i = 0; i < s->nupstreams && !any; i++)
+        for (j = 0; s->upstreams[i] != NULL && j < DISPATCH_MAX_LIMITS && !any; j++)
+            any = upstream_shared_user(s->upstreams[i], j) != NULL;
+    if (!any)
+        return;
+    for (k = 0; k < 9; k++) {
+        static const char *const names[] = {
+            "sluice_shared_lease_calls_total", "sluice_shared_slots_total",
+            "sluice_shared_mode", "sluice_shared_instances", "sluice_shared_fleet_pauses_total",
+            "sluice_shared_fences_total", "sluice_shared_release_lateness_seconds_sum",
+            "sluice_shared_release_lateness_seconds_count",
+            "sluice_shared_release_lateness_max_seconds"};
+        static const char *const types[] = {"counter", "counter", "gauge", "gauge", "counter",
+                                            "counter", "counter", "counter", "gauge"};
+        static const char *const helps[] = {
+            "Lease calls to Redis by result.",
+            "Release slots of shared budgets: granted by Redis, released, dropped (missed).",
+            "1 for the mode a shared limit is in: redis (leases) or fallback (local pacing).",
+            "Instances sharing the budget, as Redis last counted them.",
+            "Pauses of the budget heard from other instances (their upstream said 429).",
+            "Schedules fenced one horizon ahead after Redis lost its data (new run_id).",
+            "Sum of how late each release was after its slot opened.",
+            "Releases timed by a slot.", "The latest a release was after its slot opened."};
+        family(out, names[k], types[k], helps[k]);
+        for (i = 0; i < s->nupstreams; i++) {
+            const struct upstream *u = s->upstreams[i];
+            for (j = 0; u != NULL && j < DISPATCH_MAX_LIMITS; j++) {
+                const struct shared_user *su = upstream_shared_user(u, j);
+                const struct lease *l = dispatch_lease(upstream_dispatch(u), j);
+                const struct lease_counters *lc;
+                struct shared_user_stats st;
+                size_t r;
+                if (su == NULL || l == NULL)
+                    continue;
+                shared_user_stats(su, &st);
+                lc = lease_counters(l);
+                switch (k) {
+                case 0: {
+                    const uint64_t v[] = {st.calls_ok, st.calls_empty, st.calls_error,
+                                          st.calls_timeout, st.calls_noscript};
+                    for (r = 0; r < 5; r++) {
+                        open_budget(out, names[k], u, st.budget);
+                        evbuffer_add_printf(out, ",result=\"%s\"} %" PRIu64 "\n", results[r],
+                                            v[r]);
+                    }
+                    break;
+                }
+                case 1: {
+                    const uint64_t v[] = {lc->granted, lc->released, lc->dropped};
+                    for (r = 0; r < 3; r++) {
+                        open_budget(out, names[k], u, st.budget);
+                        evbuffer_add_printf(out, ",outcome=\"%s\"} %" PRIu64 "\n", outcomes[r],
+                                            v[r]);
+                    }
+                    break;
+                }
+                case 2: {
+                    int fb = lease_mode(l) == LEASE_FALLBACK;
+                    open_budget(out, names[k], u, st.budget);
+                    evbuffer_add_printf(out, ",mode=\"redis\"} %d\n", !fb);
+                    open_budget(out, names[k], u, st.budget);
+                    evbuffer_add_printf(out, ",mode=\"fallback\"} %d\n", fb);
+                    break;
+                }
+                default:
+                    open_budget(out, names[k], u, st.budget);
+                    evbuffer_add(out, "} ", 2);
+                    if (k == 3)
+                        evbuffer_add_printf(out, "%u", lease_instances(l));
+                    else if (k == 4)
+                        evbuffer_add_printf(out, "%" PRIu64, st.fleet_pauses);
+                    else if (k == 5)
+                        evbuffer_add_printf(out, "%" PRIu64, st.fences);
+                    else if (k == 6)
+                        add_seconds(out, lc->late_sum_ns);
+                    else if (k == 7)
+                        evbuffer_add_printf(out, "%" PRIu64, lc->late_count);
+                    else
+                        add_seconds(out, lc->late_max_ns);
+                    evbuffer_add(out, "\n", 1);
+                }
+            }
+        }
+    }
+}
+
 static void render_gauge_u(struct evbuffer *out, const struct server *s, const char *name,
                            const char *type, const char *help,
                            uint64_t (*get)(const struct upstream *))
@@ -692,6 +798,8 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
             evbuffer_add(out, "\n", 1);
         }
     }
+
+    render_shared(s, out);
 
     family(out, "sluice_config_reloads_total", "counter",
            "Configuration loads by result (start-up counts as ok).");

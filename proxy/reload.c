@@ -17,6 +17,7 @@
 #include "proxy/metrics.h"
 #include "proxy/router.h"
 #include "proxy/server.h"
+#include "proxy/shared.h"
 #include "proxy/tls.h"
 #include "proxy/upstream.h"
 
@@ -103,6 +104,10 @@ static int prepare(struct server *s, struct pending *p, char *err, size_t errlen
     const struct conf *old = s->conf;
     size_t i, n = c->nupstreams;
 
+    /* Shared budgets now and not before: connect first, so that upstreams made below get
+     * their lease clients (an idle connection is all a failed reload leaves behind). */
+    if (c->shared.enabled && s->shared == NULL)
+        s->shared = shared_new(s->base, c);
     p->upstreams = calloc(n ? n : 1, sizeof(*p->upstreams));
     p->changes = calloc(n ? n : 1, sizeof(*p->changes));
     p->created = calloc(n ? n : 1, 1);
@@ -157,6 +162,10 @@ static void commit(struct server *s, struct pending *p)
     struct confgen *old_gen = s->gen;
     size_t i, j, n = p->gen->conf->nupstreams;
 
+    /* Where and how to reach Redis first: the upstreams' lease clients follow. (Without
+     * a shared section now, the connection stays, idle, for upstreams still draining.) */
+    if (s->shared != NULL && p->gen->conf->shared.enabled)
+        shared_reconfigure(s->shared, p->gen->conf);
     for (i = 0; i < n; i++) {
         if (p->changes[i] != NULL) {
             upstream_commit(p->upstreams[i], p->changes[i]);

@@ -27,6 +27,7 @@ struct accesslog;
 struct admin;
 struct confgen;
 struct request;
+struct shared;
 
 enum server_state {
     SERVER_RUNNING,
@@ -49,6 +50,7 @@ struct server {
     struct metrics *metrics;  /* kept across reloads */
     struct accesslog *access; /* NULL without access_log */
     struct admin *admin;      /* NULL without admin */
+    struct shared *shared;    /* Redis for shared budgets; NULL without a shared section */
     enum server_state state;
     uint64_t next_request_id;  /* request ids in logs, from 1 */
     size_t requests_open;      /* struct request not DONE: queued, in flight or replying */

@@ -37,6 +37,7 @@
 #include "proxy/request.h"
 #include "proxy/confgen.h"
 #include "proxy/server.h"
+#include "proxy/shared.h"
 #include "proxy/tls.h"
 
 struct upstream {
@@ -46,6 +47,7 @@ struct upstream {
     struct event *timer;             /* the dispatcher's one wake-up */
     struct tls_ctx *tls;             /* https upstreams: the client context (held) */
     struct pool *pool;               /* keep-alive connections */
+    struct shared_user *shared[DISPATCH_MAX_LIMITS]; /* limit i shared: its lease client */
     struct upstream_stats stats;
     uint32_t queued_by_class[DISPATCH_MAX_CLASSES]; /* waiters queued now, per priority class */
     struct confgen *retired_gen; /* retired by a reload: the config `conf` points into */
@@ -107,6 +109,58 @@ static void fill_fair_config(const struct conf_upstream *cu, struct dispatch_lim
         fc->key_hash_seed[0] = fc->key_hash_seed[1] = 0; /* the limiter's built-in seed */
 }
 
+/* Which limits are shared budgets (proxy/shared leases their slots from Redis). */
+static void fill_shared_config(const struct server *s, const struct conf_upstream *cu,
+                               struct dispatch_shared_config *sc)
+{
+    size_t i;
+
+    memset(sc, 0, sizeof(*sc));
+    for (i = 0; i < cu->nlimits && i < DISPATCH_MAX_LIMITS; i++)
+        if (cu->limits[i].shared != NULL)
+            sc->limits |= 1u << i;
+    sc->horizon_ns = s->shared != NULL ? shared_horizon_ns(s->shared) : 0;
+}
+
+static void shared_wake(void *arg)
+{
+    struct upstream *u = arg;
+    event_active(u->timer, EV_TIMEOUT, 1);
+}
+
+static void shared_users_free(struct upstream *u)
+{
+    size_t i;
+
+    for (i = 0; i < DISPATCH_MAX_LIMITS; i++) {
+        shared_user_free(u->shared[i]);
+        u->shared[i] = NULL;
+    }
+}
+
+/* A lease client for each shared limit of u->conf. Without a store (no shared section
+ * made, or out of memory) a shared limit paces locally at its own rate. */
+static void shared_users_make(struct upstream *u)
+{
+    const struct conf_upstream *cu = u->conf;
+    uint64_t now = clock_now_ns();
+    size_t i;
+
+    for (i = 0; i < cu->nlimits && i < DISPATCH_MAX_LIMITS; i++) {
+        if (cu->limits[i].shared == NULL)
+            continue;
+        if (u->server->shared != NULL)
+            u->shared[i] = shared_user_new(u->server->shared, cu->limits[i].shared, cu->name,
+                                           u->dispatch, i, cu->limits[i].burst_tokens,
+                                           shared_wake, u);
+        if (u->shared[i] == NULL) {
+            log_error("upstream %s: budget %s: no client for Redis: pacing locally", cu->name,
+                      cu->limits[i].shared);
+            dispatch_lease_fallback(u->dispatch, i, now);
+        }
+    }
+}
+
 static void fill_dispatch_config(const struct conf_upstream *cu, struct dispatch_limit *limits,
                                  struct dispatch_config *dc)
 {
@@ -128,6 +182,7 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
     struct dispatch_fair_config fc;
+    struct dispatch_shared_config sc;
     struct upstream *u = calloc(1, sizeof(*u));
 
     if (u == NULL)
@@ -136,7 +191,8 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
     u->conf = cu;
     fill_dispatch_config(cu, limits, &dc);
     fill_fair_config(cu, key_limits, &fc);
-    u->dispatch = dispatch_new_fair(&dc, &fc, clock_now_ns());
+    fill_shared_config(s, cu, &sc);
+    u->dispatch = dispatch_new_shared(&dc, &fc, &sc, clock_now_ns());
     u->timer = evtimer_new(s->base, timer_cb, u);
     if (cu->https) {
         char err[512];
@@ -156,6 +212,7 @@ struct upstream *upstream_new(struct server *s, const struct conf_upstream *cu)
         upstream_free(u);
         return NULL;
     }
+    shared_users_make(u);
     return u;
 }
 
@@ -164,6 +221,7 @@ void upstream_free(struct upstream *u)
     if (u == NULL)
         return;
     pool_free(u->pool);
+    shared_users_free(u); /* before the dispatcher whose leases they feed */
     if (u->timer != NULL)
         event_free(u->timer);
     dispatch_free(u->dispatch);
@@ -314,10 +372,15 @@ int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, i
         /* scope key: the upstream limits each key on its own (one token per tenant), so
          * one tenant's 429 must not hold up the others. */
         int per_key = u->conf->feedback_scope == CONF_FEEDBACK_KEY && key_len > 0;
-        if (per_key)
+        if (per_key) {
             dispatch_pause_key_until(u->dispatch, key, key_len, now + pause_ms * NS_PER_MS);
-        else
+        } else {
             dispatch_pause_until(u->dispatch, now + pause_ms * NS_PER_MS);
+            /* A shared budget: every instance stops for it too. */
+            for (size_t i = 0; i < DISPATCH_MAX_LIMITS; i++)
+                if (u->shared[i] != NULL)
+                    shared_user_pause(u->shared[i], pause_ms);
+        }
         u->stats.paused++;
         log_info("upstream %s: answered %d; pausing releases%s for %llums", u->conf->name, code,
                  per_key ? " of that key" : "", (unsigned long long)pause_ms);
@@ -372,6 +435,11 @@ static void kick(struct upstream *u, const struct request *submitted, int *relea
                             "waited %llums in upstream '%s' queue (max_wait)",
                             (unsigned long long)request_queue_wait_ms(r), u->conf->name);
     }
+    /* Shared budgets: ask Redis for slots when the leases run low (one call per lease,
+     * never one per request; O(1) when nothing is needed). */
+    for (size_t i = 0; i < DISPATCH_MAX_LIMITS; i++)
+        if (u->shared[i] != NULL)
+            shared_user_kick(u->shared[i]);
     wake = dispatch_wake_ns(u->dispatch, now);
     if (wake == DISPATCH_NEVER) {
         evtimer_del(u->timer);
@@ -418,6 +486,7 @@ struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_u
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
     struct dispatch_fair_config fc;
+    struct dispatch_shared_config sc;
     struct upstream_change *ch = calloc(1, sizeof(*ch));
     struct dispatch *probe;
 
@@ -430,7 +499,8 @@ struct upstream_change *upstream_prepare(struct upstream *u, const struct conf_u
      * way through committing: prove the new limits valid on a scratch dispatcher now. */
     fill_dispatch_config(cu, limits, &dc);
     fill_fair_config(cu, key_limits, &fc);
-    probe = dispatch_new_fair(&dc, &fc, clock_now_ns());
+    fill_shared_config(u->server, cu, &sc);
+    probe = dispatch_new_shared(&dc, &fc, &sc, clock_now_ns());
     if (probe == NULL) {
         snprintf(err, errlen, "upstreams.%s: limits cannot be represented", cu->name);
         goto fail;
@@ -459,11 +529,28 @@ void upstream_commit(struct upstream *u, struct upstream_change *ch)
     struct dispatch_limit limits[DISPATCH_MAX_LIMITS], key_limits[DISPATCH_MAX_KEY_LIMITS];
     struct dispatch_config dc;
     struct dispatch_fair_config fc;
+    struct dispatch_shared_config sc;
+    uint32_t renamed = 0;
+    size_t i;
 
     fill_dispatch_config(ch->conf, limits, &dc);
     fill_fair_config(ch->conf, key_limits, &fc);
+    fill_shared_config(u->server, ch->conf, &sc);
+    /* A limit that stays shared keeps its lease (held slots stay good), unless it now
+     * names another budget: those slots belong to the old one, so it starts afresh. */
+    for (i = 0; i < ch->conf->nlimits && i < u->conf->nlimits && i < DISPATCH_MAX_LIMITS; i++)
+        if (ch->conf->limits[i].shared != NULL && u->conf->limits[i].shared != NULL &&
+            strcmp(ch->conf->limits[i].shared, u->conf->limits[i].shared) != 0)
+            renamed |= 1u << i;
+    shared_users_free(u);
     /* Cannot fail: upstream_prepare proved these limits valid. */
-    if (dispatch_reconfigure_fair(u->dispatch, &dc, &fc, clock_now_ns()) != 0)
+    if (renamed != 0) {
+        struct dispatch_shared_config local = sc;
+        local.limits &= ~renamed;
+        if (dispatch_reconfigure_shared(u->dispatch, &dc, &fc, &local, clock_now_ns()) != 0)
+            log_error("upstream %s: reconfigure failed unexpectedly", u->conf->name);
+    }
+    if (dispatch_reconfigure_shared(u->dispatch, &dc, &fc, &sc, clock_now_ns()) != 0)
         log_error("upstream %s: reconfigure failed unexpectedly; old limits kept", u->conf->name);
     /* The pool takes its own reference on the new context; in-flight connections keep
      * theirs on the old one until they close. */
@@ -472,6 +559,7 @@ void upstream_commit(struct upstream *u, struct upstream_change *ch)
     u->tls = ch->tls;
     ch->tls = NULL;
     u->conf = ch->conf;
+    shared_users_make(u);
     upstream_change_free(ch);
     /* New rates: re-arm the timer for the head's new due time. */
     event_active(u->timer, EV_TIMEOUT, 1);
@@ -496,4 +584,9 @@ void upstream_flush_queue(struct upstream *u, const char *reason)
                             u->conf->name);
     }
     evtimer_del(u->timer);
+}
+
+const struct shared_user *upstream_shared_user(const struct upstream *u, size_t limit_index)
+{
+    return limit_index < DISPATCH_MAX_LIMITS ? u->shared[limit_index] : NULL;
 }

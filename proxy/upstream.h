@@ -100,6 +100,9 @@ uint32_t upstream_queue_len_class(const struct upstream *u, unsigned cls);
 uint32_t upstream_in_flight(const struct upstream *u);
 const struct upstream_stats *upstream_stats(const struct upstream *u);
 int upstream_is_tls(const struct upstream *u);
+/* The lease client of limit `limit_index` when it is a shared budget, else NULL. */
+struct shared_user;
+const struct shared_user *upstream_shared_user(const struct upstream *u, size_t limit_index);
 /* The dispatcher, for read-only observers (limiter/dispatch.h): metrics, status page. */
 const struct dispatch *upstream_dispatch(const struct upstream *u);
 
