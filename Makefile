@@ -6,6 +6,7 @@
 #                   seconds of each fuzz harness, integration tests
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (see tests/fuzz/README.md)
 #   make bench      wrk against sluice and nginx in the same run (see bench/README.md)
+#   make bench-shared  three instances sharing one budget through Redis, against one alone
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # User CFLAGS/LDFLAGS are added to ours, never replace them.
@@ -81,7 +82,7 @@ fuzz_run    = fail=0; $(foreach f,$(FUZZERS),sh tests/fuzz/run.sh $(FUZZ)/$(f) \
               tests/fuzz/corpus/$(f) $(FUZZ)/$(2)-$(f) $(1) $(call fuzz_maxlen,$(f)) || fail=1;) \
               exit $$fail
 
-.PHONY: all run test test-unit test-integration fuzz fuzz-smoke bench bench-dispatch deps deps-run deps-bench install uninstall clean format
+.PHONY: all run test test-unit test-integration fuzz fuzz-smoke bench bench-shared bench-dispatch deps deps-run deps-bench install uninstall clean format
 
 all: build/sluice
 
@@ -169,6 +170,11 @@ fuzz-smoke: $(FUZZ_BINS)
 bench: deps-bench
 	@$(MAKE) --no-print-directory build/sluice
 	@sh bench/run.sh
+
+# Three instances sharing one budget through Redis, against one alone (bench/README.md).
+bench-shared: deps-bench
+	@$(MAKE) --no-print-directory build/sluice
+	@sh bench/shared.sh
 
 # limiter/dispatch alone: ns per request from 1 to 100 000 active keys.
 build/dispatch_bench: bench/dispatch_bench.c $(LIMITER_SRC)

@@ -13,7 +13,7 @@ run="$build python3 curl"
 # only recommends (and recommends are not installed): name it.
 test="$run libcmocka-dev python3-pytest openssl redis-server python3-prometheus-client groff-base systemd \
   clang libclang-rt-14-dev"
-bench="$run wrk nginx-light openssl"
+bench="$run wrk nginx-light openssl redis-server"
 case "$what" in
   run) want=$run ;;
   test) want=$test ;;
