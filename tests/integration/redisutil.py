@@ -455,6 +455,30 @@ def scrape(admin_port):
     return out
 
 
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def raw_samples(admin_port):
+    """GET /metrics read line by line, as written (no type-dependent renaming): returns
+    [(name, {labels}, value)]. For series whose names carry a suffix a parser reads by
+    type (a counter family called ..._sum is renamed ..._sum_total by prometheus_client)."""
+    r = harness.http_request(admin_port, "GET", "/metrics", timeout=5)
+    assert r.status == 200, r
+    out = []
+    for line in r.body.decode("utf-8").splitlines():
+        m = _SAMPLE_LINE.match(line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def pick_raw(samples, name, **labels):
+    hits = [v for n, lab, v in samples if n == name and set(labels.items()) <= set(lab.items())]
+    assert len(hits) == 1, "%d series %s%r in /metrics" % (len(hits), name, labels)
+    return hits[0]
+
+
 def pick(samples, name, **labels):
     """The one sample called `name` whose labels include `labels` (AssertionError if none
     or several)."""
