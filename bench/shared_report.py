@@ -106,6 +106,15 @@ def main():
         print("  %g/s, %s: %s" % (num(c, "rate"), c.get("load", "?"), ", ".join(parts)))
     print()
 
+    shown = 0
+    for c in cases:
+        if c.get("setup") == "shared" and c.get("released_by_instance"):
+            print("released per instance, %g/s %s: %s" % (num(c, "rate"), c.get("load"),
+                                                         c["released_by_instance"]))
+            shown += 1
+    if shown:
+        print()
+
     # goals
     goals = []
     for c in cases:
@@ -113,9 +122,18 @@ def main():
             continue
         rate = num(c, "rate")
         mx = num(c, "max_1s")
+        # The bound is on release times; the upstream timestamps arrivals, each some
+        # send-to-receive delay later, and that delay's spread lets a 1 s window of arrivals
+        # hold a little more. The local baseline, whose limiter is exact, shows how much on
+        # this machine at this rate: that excess is allowed here too.
+        loc = by.get(("sat", c.get("rate"), "local"))
+        slack = 0
+        if loc is not None and num(loc, "max_1s") is not None:
+            slack = max(0, int(num(loc, "max_1s") - (rate + 1)))
         goals.append(("busiest 1 s window <= bound at %g/s" % rate,
-                      mx is not None and mx <= c["_bound"], "%s <= %d" % (c.get("max_1s"),
-                                                                          c["_bound"])))
+                      mx is not None and mx <= c["_bound"] + slack,
+                      "%s <= %d + %d (the local baseline's own excess over rate + burst)"
+                      % (c.get("max_1s"), c["_bound"], slack)))
         err = num(c, "rate_error_pct")
         goals.append(("achieved rate within 3%% of %g/s" % rate,
                       err is not None and abs(err) <= 3.0, fmt(err, "%+.2f%%")))

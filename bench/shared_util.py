@@ -9,7 +9,8 @@
                                        key=value: slots_granted, slots_released,
                                        slots_dropped, calls_ok, calls_empty, calls_error,
                                        calls_timeout, calls_noscript, fences, fleet_pauses,
-                                       lateness_mean_ms, in_fallback (instances in fallback)
+                                       lateness_mean_ms, in_fallback (instances in fallback),
+                                       released_by_instance (slots released, a / b / c)
 """
 import re
 import socket
@@ -69,7 +70,9 @@ def metrics(ports):
     acc = {}
     lat_sum = lat_n = 0.0
     fallback = 0
+    per_instance = []
     for p in ports:
+        mine = 0
         try:
             text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % p, timeout=5).read()
         except OSError:
@@ -82,6 +85,8 @@ def metrics(ports):
             lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             if name == "sluice_shared_slots_total":
                 key = "slots_" + lab.get("outcome", "?")
+                if key == "slots_released":
+                    mine += v
             elif name == "sluice_shared_lease_calls_total":
                 key = "calls_" + lab.get("result", "?")
             elif name == "sluice_shared_fences_total":
@@ -101,11 +106,13 @@ def metrics(ports):
             else:
                 continue
             acc[key] = acc.get(key, 0) + v
+        per_instance.append("%d" % mine)
     for k in ("slots_granted", "slots_released", "slots_dropped", "calls_ok", "calls_empty",
               "calls_error", "calls_timeout", "calls_noscript", "fences", "fleet_pauses"):
         print("%s=%d" % (k, acc.get(k, 0)))
     print("lateness_mean_ms=%.3f" % (1000 * lat_sum / lat_n if lat_n else 0))
     print("in_fallback=%d" % fallback)
+    print("released_by_instance=%s" % " / ".join(per_instance))
     print("metrics_found=%d" % (1 if acc or lat_n else 0))
 
 
