@@ -369,26 +369,29 @@ class Subscriber:
     def __init__(self, server, channel):
         self.channel = channel
         self.messages = []
-        self._client = server.client(timeout=0.2)
-        self._client.send("SUBSCRIBE", channel)
-        self._stop = False
+        self._client = server.client(timeout=5.0)
+        assert self._client.call("SUBSCRIBE", channel) == ["subscribe", channel, 1]
+        # blocking reads (a timeout inside a reply would lose its place in it); close()
+        # shuts the socket down, which ends the read
+        self._client.sock.settimeout(None)
         self._thread = threading.Thread(target=self._run, name="redis-sub", daemon=True)
         self._thread.start()
 
     def _run(self):
-        while not self._stop:
+        while True:
             try:
                 r = self._client.reader.reply()
-            except socket.timeout:
-                continue
             except (OSError, ConnectionError):
                 return
             if isinstance(r, list) and len(r) == 3 and r[0] == "message":
                 self.messages.append((time.monotonic(), r[2]))
 
     def close(self):
-        self._stop = True
-        self._thread.join(2)
+        try:
+            self._client.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(5)
         self._client.close()
 
 
