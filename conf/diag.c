@@ -74,9 +74,24 @@ void diag_reset(struct diag *d) { diag_pop(d, 0); }
 
 const char *diag_excerpt(const char *s, char *buf, size_t size)
 {
-    size_t i, n = 0, max = size - 4;
-    for (i = 0; s[i] != '\0' && n < max && n < 48; i++)
-        buf[n++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    size_t i, n = 0, max = size - 4, cut_i = 0, cut_n = 0;
+    for (i = 0; s[i] != '\0' && n < max && n < 48; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c & 0xc0) != 0x80) { /* a character starts here: a place to cut */
+            cut_i = i;
+            cut_n = n;
+        }
+        if (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f) {
+            buf[n++] = '?'; /* a C1 control character (U+0080..U+009F; NEL breaks lines) */
+            i++;
+        } else
+            buf[n++] = c < 0x20 || c == 0x7f ? '?' : s[i];
+    }
+    /* Cut before a UTF-8 sequence rather than inside it. */
+    if (((unsigned char)s[i] & 0xc0) == 0x80) {
+        i = cut_i;
+        n = cut_n;
+    }
     if (s[i] != '\0') {
         memcpy(buf + n, "...", 3);
         n += 3;

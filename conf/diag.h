@@ -45,8 +45,9 @@ size_t diag_index(struct diag *d, size_t i);
 void diag_pop(struct diag *d, size_t len);
 void diag_reset(struct diag *d); /* back to the top level */
 
-/* `s` as quoted in a message: at most 48 characters (then "..."), control characters as
- * '?'. Written into buf (size at least 8), which is returned. */
+/* `s` as quoted in a message: at most 48 bytes (then "...", never inside a UTF-8
+ * sequence), control characters (C0, DEL, C1) as '?'. Written into buf (size at least
+ * 8), which is returned. */
 const char *diag_excerpt(const char *s, char *buf, size_t size);
 
 #endif
