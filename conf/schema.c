@@ -16,7 +16,7 @@
  *     map entry's, which is its name (the key).
  *   - What schema_free() frees is exactly what this file (and a table's .strings) can
  *     allocate: char * of STR/HOSTNAME/FILE keys, lists and maps with their entries, the
- *     names of map entries.
+ *     names of map entries, boxes.
  */
 #include "conf/schema.h"
 
@@ -417,6 +417,7 @@ static int load_named_map(struct diag *d, const struct schema_key *k, const stru
                           void *obj)
 {
     const struct schema_table *t = k->sub;
+    const char *problem;
     char buf[80], ex[64];
     size_t count = n->nkids / 2;
     char *arr;
@@ -438,9 +439,13 @@ static int load_named_map(struct diag *d, const struct schema_key *k, const stru
     for (size_t i = 0; i < count; i++) {
         const struct node *key = n->kids[2 * i], *value = n->kids[2 * i + 1];
         void *elem = arr + i * t->size;
-        if (!valid_name(key->text)) {
-            diag_fail(d, &key->mark, "invalid name '%s': use letters, digits, '_', '.' and '-'",
-                      diag_excerpt(key->text, ex, sizeof ex));
+        if (t->name_problem != NULL)
+            problem = t->name_problem(key->text);
+        else
+            problem = valid_name(key->text) ? NULL : "use letters, digits, '_', '.' and '-'";
+        if (problem != NULL) {
+            diag_fail(d, &key->mark, "invalid name '%s': %s",
+                      diag_excerpt(key->text, ex, sizeof ex), problem);
             return -1;
         }
         size_t save = diag_push(d, key->text);
@@ -459,6 +464,22 @@ static int load_named_map(struct diag *d, const struct schema_key *k, const stru
         diag_pop(d, save);
     }
     return 0;
+}
+
+/* A BOX: the struct is allocated and owned by obj before its keys are read (so that
+ * schema_free finds it whatever error follows); a duplicate key never gets here twice. */
+static int load_box(struct diag *d, const struct schema_key *k, const struct node *n, void *obj)
+{
+    void *box = calloc(1, k->sub->size);
+
+    if (box == NULL) {
+        diag_oom(d);
+        return -1;
+    }
+    set_ptr(obj, k->off, box);
+    if (apply_defaults(d, k->sub, box) != 0)
+        return -1;
+    return load_struct(d, k->sub, n, n, box);
 }
 
 /* A SWITCH: a mapping is read as its section, a plain true|false sets the int at aux_off
@@ -499,6 +520,8 @@ static int load_value(struct diag *d, const struct schema_key *k, const struct n
         return load_list(d, k, n, obj);
     case SCHEMA_NAMED_MAP:
         return load_named_map(d, k, n, obj);
+    case SCHEMA_BOX:
+        return load_box(d, k, n, obj);
     case SCHEMA_CUSTOM:
         return k->parse(d, n, obj);
     default:
@@ -638,6 +661,13 @@ void schema_free(const struct schema_table *t, void *obj)
                 schema_free(k->sub, arr + i * k->sub->size);
             }
             free(arr);
+            break;
+        case SCHEMA_BOX:
+            memcpy(&arr, FIELD(obj, k->off), sizeof arr);
+            if (arr != NULL) {
+                schema_free(k->sub, arr);
+                free(arr);
+            }
             break;
         default:
             break;

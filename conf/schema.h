@@ -15,8 +15,9 @@
  *   - Defaults are text, parsed like values: a default can never be outside its own
  *     bounds unnoticed (the load fails with "internal error").
  *   - Every heap object is attached to obj (a list allocated zeroed and counted before
- *     its entries are read), so schema_free() with the same table frees everything,
- *     whatever error stopped the load. schema_free() frees what obj owns, not obj.
+ *     its entries are read, a box before its keys are), so schema_free() with the same
+ *     table frees everything, whatever error stopped the load. schema_free() frees what obj owns,
+ * not obj.
  *   - Called from conf/conf only, at start-up or reload; no state between calls.
  */
 #ifndef SLUICE_CONF_SCHEMA_H
@@ -48,6 +49,8 @@ enum schema_type {
                        * aux_off (which the section's own keys fill too, e.g. `enabled`) */
     SCHEMA_LIST,      /* a list of `sub` structs: pointer at off, size_t count at aux_off */
     SCHEMA_NAMED_MAP, /* a mapping name -> `sub` struct: pointer at off, count at aux_off */
+    SCHEMA_BOX,       /* an optional mapping read into a `sub` struct allocated for it:
+                       * pointer at off, NULL when the key is absent */
 };
 
 #define SCHEMA_REQUIRED 1u /* a missing key is an error */
@@ -81,6 +84,9 @@ struct schema_table {
     size_t name_off;               /* NAMED_MAP: the entry's char *name */
     const size_t *strings;         /* char * fields that CUSTOM parsers fill, ended by
                                     * SCHEMA_NOFIELD; NULL: none. Freed with the struct. */
+    /* NAMED_MAP: what is wrong with an entry's name, NULL when nothing ("invalid name
+     * 'x': PROBLEM"). NULL hook: letters, digits, '_', '.' and '-' only. */
+    const char *(*name_problem)(const char *name);
     /* Checks across the keys of one struct, once they are all read. */
     int (*finish)(struct diag *d, const struct node *map, void *obj);
 };
@@ -154,6 +160,10 @@ struct schema_table {
 #define KEY_NAMED_MAP(NAME, T, F, N, MIN, MAX, SUB, ...) \
     {.name = NAME, .type = SCHEMA_NAMED_MAP, .off = offsetof(T, F), .aux_off = offsetof(T, N), \
      .min = MIN, .max = MAX, .sub = SUB, .def = __VA_ARGS__}
+/* An optional mapping read into a SUB struct allocated for it, the pointer at field F
+ * (NULL when absent; freed with its owner). */
+#define KEY_BOX(NAME, T, F, SUB) \
+    {.name = NAME, .type = SCHEMA_BOX, .off = offsetof(T, F), .sub = SUB}
 #define KEY_END {.name = NULL}
 /* clang-format on */
 
