@@ -12,8 +12,9 @@
  *      declaration of every option: name, field, bounds, default, whether required. The
  *      custom parsers and finish hooks here handle what a table line cannot say.
  *   3. cross_check() looks at what no single key can see: listeners that overlap, routes
- *      naming upstreams that do not exist, two routes for the same prefix and host,
- *      limits naming a shared budget without a `shared:` section or with another rate.
+ *      and aggregate routes' parts naming upstreams that do not exist, two routes for the
+ *      same prefix and host, limits naming a shared budget without a `shared:` section or
+ *      with another rate.
  *   Every error goes through one struct diag (conf/diag): the first one wins, and reads
  *   "FILE:LINE:COL: key.path: problem".
  *
@@ -29,6 +30,7 @@
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -329,6 +331,203 @@ static int parse_priority_allowed(struct diag *d, const struct node *n, void *ob
     return 0;
 }
 
+/* ---------------------------------------------------------------- aggregate routes */
+
+#define PART_NAME_MAX 64 /* bytes of a part's name */
+
+static const struct {
+    const char *name;
+    uint32_t bit;
+} method_names[] = {
+    {"GET", CONF_METHOD_GET},     {"HEAD", CONF_METHOD_HEAD},     {"POST", CONF_METHOD_POST},
+    {"PUT", CONF_METHOD_PUT},     {"DELETE", CONF_METHOD_DELETE}, {"OPTIONS", CONF_METHOD_OPTIONS},
+    {"PATCH", CONF_METHOD_PATCH},
+};
+#define NMETHODS (sizeof method_names / sizeof method_names[0])
+
+/* methods: [GET, HEAD] -> a bit per method. Only the methods sluice forwards, each once,
+ * in capitals as HTTP writes them. Whether the route may have this key is finish_route's. */
+static int parse_methods(struct diag *d, const struct node *n, void *obj)
+{
+    struct conf_route *r = obj;
+    const struct node *first[NMETHODS] = {0};
+
+    if (n->kind != NODE_SEQ || n->nkids == 0) {
+        diag_fail(d, &n->mark, "expected a non-empty list of methods, like [GET, HEAD]");
+        return -1;
+    }
+    r->methods = 0;
+    for (size_t i = 0; i < n->nkids; i++) {
+        const struct node *k = n->kids[i];
+        size_t m;
+        for (m = 0; m < NMETHODS; m++)
+            if (k->kind == NODE_SCALAR && strcmp(k->text, method_names[m].name) == 0)
+                break;
+        if (m == NMETHODS) {
+            char got[80];
+            diag_fail(d, &k->mark,
+                      "expected one of GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, got %s",
+                      node_describe(k, got, sizeof got));
+            return -1;
+        }
+        if (first[m] != NULL) {
+            diag_fail(d, &k->mark, "duplicate method '%s', first at %u:%u", method_names[m].name,
+                      (unsigned)first[m]->mark.line, (unsigned)first[m]->mark.col);
+            return -1;
+        }
+        first[m] = k;
+        r->methods |= method_names[m].bit;
+    }
+    return 0;
+}
+
+/* Length of the UTF-8 sequence at s (1..4), or 0 when it is not valid UTF-8 (overlong
+ * forms, surrogates and code points above U+10FFFF are not). *cp gets the code point. */
+static size_t utf8_next(const unsigned char *s, uint32_t *cp)
+{
+    uint32_t c = s[0], min;
+    size_t len;
+
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, c &= 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, c &= 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, c &= 0x07, min = 0x10000;
+    } else
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* a NUL ends the string here, too */
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* A part's name becomes a JSON object key (escaped there) and a name in the
+ * Sluice-Aggregate-Errors header (percent-encoded there): any UTF-8 but control
+ * characters (C0, DEL, C1), which have no business in either. libyaml has already refused
+ * invalid UTF-8; checked again here, since the answer depends on it. */
+static const char *part_name_problem(const char *name)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t len = strlen(name);
+
+    if (len == 0 || len > PART_NAME_MAX)
+        return "a part's name has 1 to 64 bytes";
+    while (*s != '\0') {
+        uint32_t cp;
+        size_t n = utf8_next(s, &cp);
+        if (n == 0)
+            return "not valid UTF-8";
+        if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+            return "control characters are not allowed";
+        s += n;
+    }
+    return NULL;
+}
+
+/* Length of a path separator at p as some upstream may read it: "/", "\\", or their
+ * percent-encodings "%2f" and "%5c"; 0 when p is not one (as proxy/frontend reads a
+ * client's path). */
+static size_t path_separator_len(const char *p)
+{
+    if (*p == '/' || *p == '\\')
+        return 1;
+    if (p[0] == '%' &&
+        ((p[1] == '2' && (p[2] | 0x20) == 'f') || (p[1] == '5' && (p[2] | 0x20) == 'c')))
+        return 3;
+    return 0;
+}
+
+/* Does the path (up to its query) hold a dot segment: "." or "..", dots also written
+ * %2e, a segment also ending at ";" or "%3b"? The same rule proxy/frontend applies to a
+ * client's path, which gets 400 for it: a part's path must not do what a client's may
+ * not. */
+static int has_dot_segment(const char *p, const char *end)
+{
+    while (p < end) {
+        size_t sep = path_separator_len(p);
+        int dots = 0, other = 0;
+        if (sep == 0) {
+            p++;
+            continue;
+        }
+        p += sep;
+        while (p < end && path_separator_len(p) == 0 && *p != ';' &&
+               !(p[0] == '%' && p[1] == '3' && (p[2] | 0x20) == 'b')) {
+            if (*p == '.') {
+                dots++;
+                p++;
+            } else if (p[0] == '%' && p[1] == '2' && (p[2] | 0x20) == 'e') {
+                dots++;
+                p += 3;
+            } else {
+                other = 1;
+                p++;
+            }
+        }
+        if (!other && (dots == 1 || dots == 2))
+            return 1;
+    }
+    return 0;
+}
+
+/* path: /v1/now, /quote?s=ACME. Sent as the part's target (after the upstream's base
+ * path), so it must be one as written: visible ASCII, no fragment, no dot segment, no
+ * encoded NUL. */
+static int parse_part_path(struct diag *d, const struct node *n, void *obj)
+{
+    const char *s = schema_scalar(d, n, "a path like /v1/now");
+    char ex[64];
+
+    if (s == NULL)
+        return -1;
+    if (s[0] != '/') {
+        diag_fail(d, &n->mark, "must start with '/', got '%s'", diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            diag_fail(d, &n->mark,
+                      "only visible ASCII is allowed (percent-encode the rest), got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+    }
+    if (strchr(s, '#') != NULL) {
+        diag_fail(d, &n->mark, "a fragment (#) is not allowed, got '%s'",
+                  diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    for (const char *p = strchr(s, '%'); p != NULL; p = strchr(p + 1, '%')) {
+        if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2])) {
+            diag_fail(d, &n->mark, "'%%' must start a percent-encoding like %%2F, got '%s'",
+                      diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+    }
+    if (strstr(s, "%00") != NULL) {
+        diag_fail(d, &n->mark, "an encoded NUL (%%00) is not allowed, got '%s'",
+                  diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    if (has_dot_segment(s, s + strcspn(s, "?"))) {
+        diag_fail(d, &n->mark,
+                  "dot segments ('.' or '..', also percent-encoded) are not allowed, got '%s'",
+                  diag_excerpt(s, ex, sizeof ex));
+        return -1;
+    }
+    return schema_set_str(d, obj, offsetof(struct conf_part, path), s);
+}
+
 /* ---------------------------------------------------------------- shared: */
 
 /* 1..SHARED_NAME_MAX characters, each an ASCII letter, a digit or one of `extra`: these
@@ -558,13 +757,46 @@ static int parse_limit_shared(struct diag *d, const struct node *n, void *obj)
 
 /* ---------------------------------------------------------------- finish hooks */
 
-/* A priority header may by default only lower a request's class, never raise it. */
+/* A route is a route to an upstream or an aggregate route, never both. A priority header
+ * may by default only lower a request's class, never raise it. */
 static int finish_route(struct diag *d, const struct node *map, void *obj)
 {
     struct conf_route *r = obj;
+    const struct node *up = node_get(map, "upstream"), *agg = node_get(map, "aggregate");
+    const struct node *strip = node_get(map, "strip_prefix"), *methods = node_get(map, "methods");
 
-    (void)d;
-    (void)map;
+    if (agg == NULL && up == NULL) {
+        /* schema's own message for a required key: `upstream` was required before
+         * aggregate routes, and stays what a plain route is told. */
+        diag_fail(d, &map->mark, "missing required key 'upstream'");
+        return -1;
+    }
+    if (agg != NULL && up != NULL) {
+        diag_push(d, "aggregate");
+        diag_fail(d, &agg->mark,
+                  "not allowed with upstream: (at %u:%u): a route has either upstream: or "
+                  "aggregate:",
+                  (unsigned)up->mark.line, (unsigned)up->mark.col);
+        return -1;
+    }
+    if (agg != NULL && strip != NULL) {
+        diag_push(d, "strip_prefix");
+        diag_fail(d, &strip->mark,
+                  "not allowed on an aggregate route (each part has its own path)");
+        return -1;
+    }
+    if (agg == NULL && methods != NULL) {
+        diag_push(d, "methods");
+        diag_fail(d, &methods->mark,
+                  "only allowed on an aggregate route (a route with upstream: forwards every "
+                  "method sluice accepts)");
+        return -1;
+    }
+    if (agg != NULL)
+        r->upstream_index = SIZE_MAX;
+    /* Never a method with a body by default: an aggregate would send it to every part. */
+    if (methods == NULL)
+        r->methods = CONF_METHOD_GET | CONF_METHOD_HEAD;
     if (r->priority_allowed == 0)
         r->priority_allowed = 0xfu & ~((1u << r->priority) - 1u);
     return 0;
@@ -835,12 +1067,41 @@ static const struct schema_table upstream_table = {
                                 SCHEMA_NOFIELD}};
 #undef U
 
+/* An aggregate route's parts: name -> { upstream, path }, in the order written. */
+#define PA struct conf_part
+static const struct schema_key part_keys[] = {
+    KEY_STR     ("upstream",           PA, upstream,                                    REQUIRED),
+    KEY_CUSTOM  ("path",               parse_part_path,                                 REQUIRED),
+    KEY_END
+};
+static const struct schema_table part_table = {
+    .keys = part_keys, .size = sizeof(PA), .mark_off = offsetof(PA, mark),
+    .name_off = offsetof(PA, name), .name_problem = part_name_problem,
+    .strings = (const size_t[]){offsetof(PA, path), SCHEMA_NOFIELD}};
+#undef PA
+
+#define AG struct conf_aggregate
+static const struct schema_key aggregate_keys[] = {
+    KEY_DURATION("timeout",            AG, timeout_ms,           "1ms",  "10m",         "2s"),
+    KEY_SIZE64  ("max_part_size",      AG, max_part_size,        "1",    "64m",         "1m"),
+    KEY_NAMED_MAP("parts",   AG, parts, nparts, "1", "32", &part_table,                 REQUIRED),
+    KEY_END
+};
+static const struct schema_table aggregate_table = {
+    .keys = aggregate_keys, .size = sizeof(AG), .mark_off = offsetof(AG, mark)};
+#undef AG
+
+/* A route has exactly one of upstream and aggregate; strip_prefix is not for aggregate
+ * routes, methods only for them (finish_route). */
 #define R struct conf_route
 static const struct schema_key route_keys[] = {
     KEY_CUSTOM  ("path_prefix",        parse_path_prefix,                               REQUIRED),
     KEY_HOSTNAME("host",               R, host,                                         NO_DEFAULT),
     KEY_BOOL    ("strip_prefix",       R, strip_prefix,                                 "false"),
-    KEY_STR     ("upstream",           R, upstream,                                     REQUIRED),
+    KEY_STR     ("upstream",           R, upstream,                                     NO_DEFAULT),
+    KEY_BOX     ("aggregate",          R, aggregate, &aggregate_table),
+    /* default GET|HEAD (finish_route) */
+    KEY_CUSTOM  ("methods",            parse_methods,                                   NO_DEFAULT),
     KEY_CUSTOM  ("key",                parse_route_key,                                 NO_DEFAULT),
     KEY_U32     ("cost",               R, cost,                  "1",    "1000",        "1"),
     KEY_STR     ("cost_header",        R, cost_header,                                  NO_DEFAULT),
@@ -1025,6 +1286,49 @@ static int check_shared_limits(struct diag *d, const struct conf *c)
     return 0;
 }
 
+/* "a, b, c": the upstreams' names, for "no upstream named ..." (cut to size). */
+static const char *upstream_names(const struct conf *c, char *names, size_t size)
+{
+    size_t used = 0;
+    names[0] = '\0';
+    for (size_t j = 0; j < c->nupstreams && used < size; j++) {
+        int n = snprintf(names + used, size - used, "%s%s", j ? ", " : "", c->upstreams[j].name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    return names;
+}
+
+/* Resolve every part's upstream; an error is at the part's `upstream:` value. */
+static int check_parts(struct diag *d, struct conf *c, size_t ri, const struct node *root)
+{
+    const struct conf_aggregate *a = c->routes[ri].aggregate;
+    const struct node *parts = node_get(list_item_key(root, "routes", ri, "aggregate"), "parts");
+    char names[128], ex[64];
+
+    for (size_t i = 0; i < a->nparts; i++) {
+        struct conf_part *p = &a->parts[i];
+        const struct conf_upstream *u = conf_find_upstream(c, p->upstream);
+        if (u != NULL) {
+            p->upstream_index = (size_t)(u - c->upstreams);
+            continue;
+        }
+        /* The map's entries are in the file's order, as parts are. */
+        const struct node *n = parts != NULL && parts->kind == NODE_MAP && 2 * i + 1 < parts->nkids
+                                   ? node_get(parts->kids[2 * i + 1], "upstream")
+                                   : NULL;
+        path_set_item(d, "routes", ri, "aggregate");
+        diag_push(d, "parts");
+        diag_push(d, p->name);
+        diag_push(d, "upstream");
+        diag_fail(d, n ? &n->mark : NULL, "no upstream named '%s' (defined: %s)",
+                  diag_excerpt(p->upstream, ex, sizeof ex), upstream_names(c, names, sizeof names));
+        return -1;
+    }
+    return 0;
+}
+
 static int cross_check(struct diag *d, struct conf *c, const struct node *root)
 {
     char names[128], ex[64];
@@ -1058,24 +1362,21 @@ static int cross_check(struct diag *d, struct conf *c, const struct node *root)
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         struct conf_route *r = &c->routes[i];
-        const struct conf_upstream *u = conf_find_upstream(c, r->upstream);
-        if (u == NULL) {
-            size_t used = 0;
-            names[0] = '\0';
-            for (size_t j = 0; j < c->nupstreams && used < sizeof names; j++) {
-                int n = snprintf(names + used, sizeof names - used, "%s%s", j ? ", " : "",
-                                 c->upstreams[j].name);
-                if (n < 0)
-                    break;
-                used += (size_t)n;
+        if (r->aggregate != NULL) {
+            if (check_parts(d, c, i, root) != 0)
+                return -1;
+        } else {
+            const struct conf_upstream *u = conf_find_upstream(c, r->upstream);
+            if (u == NULL) {
+                const struct node *n = list_item_key(root, "routes", i, "upstream");
+                path_set_item(d, "routes", i, "upstream");
+                diag_fail(d, n ? &n->mark : NULL, "no upstream named '%s' (defined: %s)",
+                          diag_excerpt(r->upstream, ex, sizeof ex),
+                          upstream_names(c, names, sizeof names));
+                return -1;
             }
-            const struct node *n = list_item_key(root, "routes", i, "upstream");
-            path_set_item(d, "routes", i, "upstream");
-            diag_fail(d, n ? &n->mark : NULL, "no upstream named '%s' (defined: %s)",
-                      diag_excerpt(r->upstream, ex, sizeof ex), names);
-            return -1;
+            r->upstream_index = (size_t)(u - c->upstreams);
         }
-        r->upstream_index = (size_t)(u - c->upstreams);
         for (size_t j = 0; j < i; j++) {
             const struct conf_route *o = &c->routes[j];
             int same_host = r->host == NULL || o->host == NULL ? r->host == o->host

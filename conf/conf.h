@@ -7,9 +7,10 @@
  *     the form "FILE:LINE:COL: key: problem" in `err`. It never touches sockets and
  *     never changes a config that is already serving: a reload parses into a new struct
  *     and the caller swaps only on success.
- *   - Every value has been range-checked, every upstream named by a route exists
- *     (route->upstream_index is resolved), listeners do not overlap, and limits naming a
- *     shared budget have a `shared:` section and agree on its rate and burst. Files
+ *   - Every value has been range-checked, every upstream named by a route or by an
+ *     aggregate route's part exists (upstream_index is resolved), listeners do not
+ *     overlap, and limits naming a shared budget have a `shared:` section and agree on
+ *     its rate and burst. Files
  *     named in the config (TLS certificates, keys, CA files) are checked to be readable;
  *     whether they hold what they should is checked by the module that loads them
  *     (proxy/tls), which reports with the marks kept here. shared.password_file is the
@@ -119,6 +120,38 @@ struct conf_upstream {
     struct conf_mark mark;
 };
 
+/* The methods a route accepts, as bits of struct conf_route.methods. */
+enum conf_method {
+    CONF_METHOD_GET = 1u << 0,
+    CONF_METHOD_HEAD = 1u << 1,
+    CONF_METHOD_POST = 1u << 2,
+    CONF_METHOD_PUT = 1u << 3,
+    CONF_METHOD_DELETE = 1u << 4,
+    CONF_METHOD_OPTIONS = 1u << 5,
+    CONF_METHOD_PATCH = 1u << 6,
+};
+
+/* One part of an aggregate route: a request of its own to `upstream`. */
+struct conf_part {
+    char *name;            /* the key under `parts:`, a JSON object key in the answer: 1..64
+                            * bytes of UTF-8 without control characters ('"' and '\' may be
+                            * there: escape it wherever it goes) */
+    char *upstream;        /* name */
+    size_t upstream_index; /* resolved index into conf.upstreams */
+    char *path;            /* the part's target: starts with '/', visible ASCII, no '#', no dot
+                            * segments; may end in a query ("/quote?s=ACME") */
+    struct conf_mark mark; /* the name's position */
+};
+
+/* An aggregate route: one request fans out to every part, one JSON answer. */
+struct conf_aggregate {
+    uint64_t timeout_ms;     /* default 2000, 1ms..10m: deadline of the whole answer */
+    uint64_t max_part_size;  /* bytes, default 1m, 1..64m: a part's body over this fails it */
+    struct conf_part *parts; /* 1..32, in the order written; names unique */
+    size_t nparts;
+    struct conf_mark mark; /* the `aggregate:` mapping */
+};
+
 /* Where a route finds the key that sorts its requests into fair-queuing flows. */
 enum conf_key_source {
     CONF_KEY_NONE,      /* one flow for every request of the upstream */
@@ -131,8 +164,15 @@ struct conf_route {
     char *path_prefix;     /* starts with '/' */
     char *host;            /* NULL: any host; else matched case-insensitively, port ignored */
     int strip_prefix;      /* default 0 */
-    char *upstream;        /* name */
-    size_t upstream_index; /* resolved index into conf.upstreams */
+    char *upstream;        /* name; NULL on an aggregate route */
+    size_t upstream_index; /* resolved index into conf.upstreams; SIZE_MAX on an aggregate
+                            * route */
+    /* NULL: a route to `upstream`. Else the parts this route fans out to (exactly one of
+     * upstream and aggregate is set); key, cost and priority apply to every part. */
+    struct conf_aggregate *aggregate;
+    uint32_t methods; /* bits of enum conf_method; only meaningful on an aggregate route
+                       * (`methods:` is refused elsewhere): default GET|HEAD. A method with
+                       * a body is there only when `methods:` names it */
     enum conf_key_source key_source; /* default none */
     char *key_name;                  /* header or query parameter name; NULL otherwise */
     uint32_t cost;                   /* default 1: tokens per request, from every limit */

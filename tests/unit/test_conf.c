@@ -36,6 +36,10 @@
 /* A shared: section for configs whose limits name a budget; cases put it last. */
 #define SHARED "shared:\n  redis: 127.0.0.1:6379\n"
 
+/* An aggregate route's first lines (8-9), its keys from line 10; AGG_PART: one part. */
+#define AGG      LISTEN UPSTREAMS "routes:\n  - path_prefix: /c\n"
+#define AGG_PART "    aggregate: { parts: { a: { upstream: api, path: / } } }\n"
+
 /* The upstream part with extra lines at the end of the `api` mapping; cases using it put
  * it first, so the extra lines start at line 6. */
 #define UPSTREAMS_WITH(extra) UPSTREAMS extra
@@ -258,6 +262,8 @@ static void test_defaults(void **state)
     assert_null(c->routes[0].host);
     assert_int_equal(c->routes[0].strip_prefix, 0);
     assert_int_equal(c->routes[0].upstream_index, 0);
+    assert_null(c->routes[0].aggregate);
+    assert_int_equal(c->routes[0].methods, CONF_METHOD_GET | CONF_METHOD_HEAD);
     conf_free(c);
 
     /* Sections present but empty take the defaults too; access_log gets "-". */
@@ -292,6 +298,120 @@ static void test_good_corners(void **state)
     assert_string_equal(c->upstreams[0].base_path, "/x/y");
     assert_true(c->upstreams[0].limits[0].rate_per_sec == 1e9);
     assert_true(c->upstreams[0].limits[0].burst_tokens == 1e6);
+    conf_free(c);
+}
+
+/* Aggregate routes: parts in the order written, names that need JSON escapes, paths with
+ * a query, upstreams resolved, methods (default GET|HEAD, a body method only when named). */
+static const char aggregate_yaml[] = LISTEN                                  /* 1-2 */
+    "upstreams:\n"                                                           /* 3 */
+    "  weather: { url: http://127.0.0.1:18081, limits: [{ rate: 1/s }] }\n"  /* 4 */
+    "  news: { url: http://127.0.0.1:18082, limits: [{ rate: 1/s }] }\n"     /* 5 */
+    "  stocks: { url: http://127.0.0.1:18083, limits: [{ rate: 1/s }] }\n"   /* 6 */
+    "routes:\n"                                                              /* 7 */
+    "  - path_prefix: /combo\n"                                              /* 8 */
+    "    aggregate:\n"                                                       /* 9 */
+    "      timeout: 1500ms\n"                                                /* 10 */
+    "      max_part_size: 64k\n"                                             /* 11 */
+    "      parts:\n"                                                         /* 12 */
+    "        weather: { upstream: weather, path: /v1/now }\n"                /* 13 */
+    "        news:    { upstream: news,    path: /top }\n"                   /* 14 */
+    "        stock:   { upstream: stocks,  path: '/quote?s=ACME&x=../y' }\n" /* 15 */
+    "        'say \"hi\"': { upstream: news, path: /a%2Fb }\n"               /* 16 */
+    "        \"back\\\\slash\": { upstream: news, path: / }\n"               /* 17 */
+    "        météo ☀ 1.2: { upstream: weather, path: /x;y }\n"               /* 18 */
+    "    key: header:X-Api-Key\n"                                            /* 19 */
+    "    cost: 2\n"                                                          /* 20 */
+    "  - path_prefix: /post\n"                                               /* 21 */
+    "    methods: [POST, GET]\n"                                             /* 22 */
+    "    aggregate: { parts: { a: { upstream: news, path: /p } } }\n"        /* 23 */
+    "  - path_prefix: /\n"                                                   /* 24 */
+    "    upstream: stocks\n";                                                /* 25 */
+
+static void test_aggregate(void **state)
+{
+    struct conf *c = load_ok(aggregate_yaml);
+    const struct conf_route *r = &c->routes[0];
+    const struct conf_aggregate *a = r->aggregate;
+
+    assert_int_equal(c->nroutes, 3);
+    assert_null(r->upstream);
+    assert_true(r->upstream_index == SIZE_MAX);
+    assert_int_equal(r->methods, CONF_METHOD_GET | CONF_METHOD_HEAD);
+    assert_int_equal(r->key_source, CONF_KEY_HEADER);
+    assert_int_equal(r->cost, 2);
+    assert_int_equal(r->strip_prefix, 0);
+    assert_non_null(a);
+    assert_int_equal(a->timeout_ms, 1500);
+    assert_int_equal(a->max_part_size, 65536);
+    assert_int_equal(a->mark.line, 10);
+    assert_int_equal(a->mark.col, 7);
+    assert_int_equal(a->nparts, 6);
+
+    static const struct {
+        const char *name, *upstream, *path;
+        size_t index;
+        unsigned line, col;
+    } want[] = {
+        {"weather", "weather", "/v1/now", 0, 13, 9},
+        {"news", "news", "/top", 1, 14, 9},
+        {"stock", "stocks", "/quote?s=ACME&x=../y", 2, 15, 9},
+        {"say \"hi\"", "news", "/a%2Fb", 1, 16, 9},
+        {"back\\slash", "news", "/", 1, 17, 9},
+        {"météo ☀ 1.2", "weather", "/x;y", 0, 18, 9},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        const struct conf_part *p = &a->parts[i];
+        assert_string_equal(p->name, want[i].name);
+        assert_string_equal(p->upstream, want[i].upstream);
+        assert_string_equal(p->path, want[i].path);
+        assert_int_equal(p->upstream_index, want[i].index);
+        assert_int_equal(p->mark.line, want[i].line);
+        assert_int_equal(p->mark.col, want[i].col);
+    }
+
+    r = &c->routes[1];
+    assert_int_equal(r->methods, CONF_METHOD_POST | CONF_METHOD_GET);
+    assert_int_equal(r->aggregate->timeout_ms, 2000);       /* default */
+    assert_int_equal(r->aggregate->max_part_size, 1048576); /* default */
+    assert_int_equal(r->aggregate->nparts, 1);
+    assert_int_equal(r->aggregate->parts[0].upstream_index, 1);
+
+    r = &c->routes[2];
+    assert_null(r->aggregate);
+    assert_string_equal(r->upstream, "stocks");
+    assert_int_equal(r->upstream_index, 2);
+    conf_free(c);
+
+    /* Every method, the bounds of each key, 32 parts, a 64-byte name. */
+    char yaml[4096];
+    int n =
+        snprintf(yaml, sizeof yaml,
+                 LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n"
+                                  "    methods: [GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH]\n"
+                                  "    aggregate:\n      timeout: 10m\n"
+                                  "      max_part_size: 64m\n      parts:\n");
+    for (int i = 0; i < 31; i++)
+        n += snprintf(yaml + n, sizeof yaml - (size_t)n,
+                      "        p%d: { upstream: api, path: /%d }\n", i, i);
+    n += snprintf(yaml + n, sizeof yaml - (size_t)n,
+                  "        x123456789x123456789x123456789x123456789x123456789x123456789x1é:"
+                  " { upstream: api, path: / }\n");
+    assert_true((size_t)n < sizeof yaml);
+    c = load_ok(yaml);
+    r = &c->routes[0];
+    assert_int_equal(r->methods, 0x7f);
+    assert_int_equal(r->aggregate->timeout_ms, 600000);
+    assert_int_equal(r->aggregate->max_part_size, 64u << 20);
+    assert_int_equal(r->aggregate->nparts, 32);
+    assert_int_equal(strlen(r->aggregate->parts[31].name), 64);
+    conf_free(c);
+
+    c = load_ok(LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n"
+                                 "    aggregate: { timeout: 1ms, max_part_size: 1, "
+                                 "parts: { a: { upstream: api, path: / } } }\n");
+    assert_int_equal(c->routes[0].aggregate->timeout_ms, 1);
+    assert_int_equal(c->routes[0].aggregate->max_part_size, 1);
     conf_free(c);
 }
 
@@ -437,6 +557,42 @@ static void test_sample(void **state)
     assert_string_equal(c->routes[0].path_prefix, "/demo/");
     assert_int_equal(c->routes[0].strip_prefix, 1);
     assert_string_equal(c->routes[0].upstream, "demo");
+    conf_free(c);
+
+    /* The commented-out aggregate route, uncommented, loads and says what it says. */
+    char yaml[8192], line[256];
+    FILE *f = fopen("proxy.yaml.sample", "r");
+    int in = 0;
+    size_t used = (size_t)snprintf(
+        yaml, sizeof yaml,
+        LISTEN "upstreams:\n"
+               "  weather: { url: http://127.0.0.1:18081, limits: [{ rate: 1/s }] }\n"
+               "  news: { url: http://127.0.0.1:18082, limits: [{ rate: 1/s }] }\n"
+               "  stocks: { url: http://127.0.0.1:18083, limits: [{ rate: 1/s }] }\n"
+               "routes:\n");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, "  # - path_prefix: /combo") == line)
+            in = 1;
+        else if (in && strncmp(line, "  #   ", 6) != 0)
+            break;
+        if (in) {
+            used += (size_t)snprintf(yaml + used, sizeof yaml - used, "  %s", line + 4);
+            assert_true(used < sizeof yaml);
+        }
+    }
+    fclose(f);
+    assert_true(in);
+    c = load_ok(yaml);
+    const struct conf_aggregate *a = c->routes[0].aggregate;
+    assert_non_null(a);
+    assert_int_equal(a->timeout_ms, 2000);
+    assert_int_equal(a->max_part_size, 1048576);
+    assert_int_equal(a->nparts, 3);
+    assert_string_equal(a->parts[2].name, "stock");
+    assert_string_equal(a->parts[2].upstream, "stocks");
+    assert_string_equal(a->parts[2].path, "/quote?s=ACME");
+    assert_int_equal(c->routes[0].methods, CONF_METHOD_GET | CONF_METHOD_HEAD);
     conf_free(c);
 }
 
@@ -1085,6 +1241,130 @@ static const struct bad bad_cases[] = {
                     "          shared: b\n") LISTEN ROUTES SHARED,
      "9:19: upstreams.api.fairness.key_limits[0].shared: not allowed in key_limits: per-key "
      "limits stay local to each instance (a shared budget goes in the upstream's limits)"},
+    /* aggregate routes (AGG: lines 8-9 open the route, its keys from line 10) */
+    {AGG "    upstream: api\n    aggregate: { parts: { a: { upstream: api, path: / } } }\n",
+     "11:16: routes[0].aggregate: not allowed with upstream: (at 10:15): a route has either "
+     "upstream: or aggregate:"},
+    {AGG "    aggregate: { parts: { a: { upstream: api, path: / } } }\n    upstream: api\n",
+     "10:16: routes[0].aggregate: not allowed with upstream: (at 11:15): a route has either "
+     "upstream: or aggregate:"},
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n    cost: 2\n",
+     "9:5: routes[0]: missing required key 'upstream'"},
+    {AGG "    strip_prefix: false\n" AGG_PART,
+     "10:19: routes[0].strip_prefix: not allowed on an aggregate route (each part has its "
+     "own path)"},
+    {LISTEN UPSTREAMS "routes:\n  - path_prefix: /\n    upstream: api\n    methods: [GET]\n",
+     "11:14: routes[0].methods: only allowed on an aggregate route (a route with upstream: "
+     "forwards every method sluice accepts)"},
+    {AGG "    methods: [get]\n" AGG_PART,
+     "10:15: routes[0].methods: expected one of GET, HEAD, POST, PUT, DELETE, OPTIONS, "
+     "PATCH, got 'get'"},
+    {AGG "    methods: [GET, CONNECT]\n" AGG_PART,
+     "10:20: routes[0].methods: expected one of GET, HEAD, POST, PUT, DELETE, OPTIONS, "
+     "PATCH, got 'CONNECT'"},
+    {AGG "    methods: [GET, HEAD, GET]\n" AGG_PART,
+     "10:26: routes[0].methods: duplicate method 'GET', first at 10:15"},
+    {AGG "    methods: []\n" AGG_PART,
+     "10:14: routes[0].methods: expected a non-empty list of methods, like [GET, HEAD]"},
+    {AGG "    methods: POST\n" AGG_PART,
+     "10:14: routes[0].methods: expected a non-empty list of methods, like [GET, HEAD]"},
+    {AGG "    methods: [[GET]]\n" AGG_PART,
+     "10:15: routes[0].methods: expected one of GET, HEAD, POST, PUT, DELETE, OPTIONS, "
+     "PATCH, got a list"},
+    {AGG "    aggregate: []\n", "10:16: routes[0].aggregate: expected a mapping, got a list"},
+    {AGG "    aggregate:\n", "10:15: routes[0].aggregate: expected a mapping, got an empty value"},
+    {AGG "    aggregate: { timeout: 2s }\n",
+     "10:16: routes[0].aggregate: missing required key 'parts'"},
+    {AGG "    aggregate: { parts: {} }\n", "10:25: routes[0].aggregate.parts: must not be empty"},
+    {AGG "    aggregate: { parts: [a] }\n",
+     "10:25: routes[0].aggregate.parts: expected a mapping of names, got a list"},
+    {AGG "    aggregate: { parts: { a: { upstream: api, path: / } }, deadline: 1s }\n",
+     "10:60: routes[0].aggregate.deadline: unknown key (expected one of: timeout, "
+     "max_part_size, parts)"},
+    {AGG "    aggregate:\n      timeout: 0ms\n      parts: { a: { upstream: api, path: / } }\n",
+     "11:16: routes[0].aggregate.timeout: must be between 1ms and 10m, got '0ms'"},
+    {AGG "    aggregate:\n      timeout: 11m\n      parts: { a: { upstream: api, path: / } }\n",
+     "11:16: routes[0].aggregate.timeout: must be between 1ms and 10m, got '11m'"},
+    {AGG "    aggregate:\n      timeout: 2\n      parts: { a: { upstream: api, path: / } }\n",
+     "11:16: routes[0].aggregate.timeout: missing unit (ms, s, m or h), got '2'"},
+    {AGG "    aggregate:\n      max_part_size: 0\n      parts: { a: { upstream: api, path: / } }\n",
+     "11:22: routes[0].aggregate.max_part_size: must be between 1 and 64m, got '0'"},
+    {AGG
+     "    aggregate:\n      max_part_size: 65m\n      parts: { a: { upstream: api, path: / } }\n",
+     "11:22: routes[0].aggregate.max_part_size: must be between 1 and 64m, got '65m'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api }\n",
+     "12:12: routes[0].aggregate.parts.a: missing required key 'path'"},
+    {AGG "    aggregate:\n      parts:\n        a: { path: / }\n",
+     "12:12: routes[0].aggregate.parts.a: missing required key 'upstream'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /, method: GET }\n",
+     "12:38: routes[0].aggregate.parts.a.method: unknown key (expected one of: upstream, "
+     "path)"},
+    {AGG "    aggregate:\n      parts:\n        a: /x\n",
+     "12:12: routes[0].aggregate.parts.a: expected a mapping, got '/x'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: apx, path: / }\n",
+     "12:24: routes[0].aggregate.parts.a.upstream: no upstream named 'apx' (defined: api)"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: / }\n        a: { "
+         "upstream: api, path: /b }\n",
+     "13:9: routes[0].aggregate.parts.a: duplicate key, first at 12:9"},
+    {AGG "    aggregate:\n      parts:\n        '': { upstream: api, path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name '': a part's name has 1 to 64 bytes"},
+    {AGG "    aggregate:\n      parts:\n        "
+         "x123456789x123456789x123456789x123456789x123456789x123456789x12345: { upstream: api, "
+         "path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name "
+     "'x123456789x123456789x123456789x123456789x1234567...': a part's name has 1 to 64 "
+     "bytes"},
+    {AGG "    aggregate:\n      parts:\n        \"a\\tb\": { upstream: api, path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name 'a?b': control characters are not "
+     "allowed"},
+    {AGG "    aggregate:\n      parts:\n        \"a\\x7fb\": { upstream: api, path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name 'a?b': control characters are not "
+     "allowed"},
+    {AGG "    aggregate:\n      parts:\n        \"a\\x85b\": { upstream: api, path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name 'a?b': control characters are not "
+     "allowed"},
+    /* the excerpt stops before the 'é' that would cross its 48 bytes */
+    {AGG "    aggregate:\n      parts:\n        "
+         "x123456789x123456789x123456789x123456789x123456éééééééééé: { upstream: api, path: / }\n",
+     "12:9: routes[0].aggregate.parts: invalid name "
+     "'x123456789x123456789x123456789x123456789x123456...': a part's name has 1 to 64 bytes"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: x }\n",
+     "12:35: routes[0].aggregate.parts.a.path: must start with '/', got 'x'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: '/a b' }\n",
+     "12:35: routes[0].aggregate.parts.a.path: only visible ASCII is allowed "
+     "(percent-encode the rest), got '/a b'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /météo }\n",
+     "12:35: routes[0].aggregate.parts.a.path: only visible ASCII is allowed "
+     "(percent-encode the rest), got '/météo'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: '/a#top' }\n",
+     "12:35: routes[0].aggregate.parts.a.path: a fragment (#) is not allowed, got '/a#top'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /a/../b }\n",
+     "12:35: routes[0].aggregate.parts.a.path: dot segments ('.' or '..', also "
+     "percent-encoded) are not allowed, got '/a/../b'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /. }\n",
+     "12:35: routes[0].aggregate.parts.a.path: dot segments ('.' or '..', also "
+     "percent-encoded) are not allowed, got '/.'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /a/%2E%2e/b }\n",
+     "12:35: routes[0].aggregate.parts.a.path: dot segments ('.' or '..', also "
+     "percent-encoded) are not allowed, got '/a/%2E%2e/b'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: '/a/..;x/b' }\n",
+     "12:35: routes[0].aggregate.parts.a.path: dot segments ('.' or '..', also "
+     "percent-encoded) are not allowed, got '/a/..;x/b'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: '/a%5c..?q=1' }\n",
+     "12:35: routes[0].aggregate.parts.a.path: dot segments ('.' or '..', also "
+     "percent-encoded) are not allowed, got '/a%5c..?q=1'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /a%00 }\n",
+     "12:35: routes[0].aggregate.parts.a.path: an encoded NUL (%00) is not allowed, got "
+     "'/a%00'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /a%zz }\n",
+     "12:35: routes[0].aggregate.parts.a.path: '%' must start a percent-encoding like %2F, "
+     "got '/a%zz'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: /a% }\n",
+     "12:35: routes[0].aggregate.parts.a.path: '%' must start a percent-encoding like %2F, "
+     "got '/a%'"},
+    {AGG "    aggregate:\n      parts:\n        a: { upstream: api, path: }\n",
+     "12:35: routes[0].aggregate.parts.a.path: expected a path like /v1/now, got an empty "
+     "value"},
 };
 
 static void test_bad_table(void **state)
@@ -1124,6 +1404,7 @@ int main(void)
         cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_shared),
         cmocka_unit_test(test_shared_password_file),
+        cmocka_unit_test(test_aggregate),
         cmocka_unit_test(test_bad_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
