@@ -159,6 +159,8 @@ static void format_text(struct line *l, const struct accesslog_entry *e, const s
         line_add(l, "-", 1);
     else
         line_printf(l, "%" PRId64, e->upstream_ms);
+    if (e->parent != 0)
+        line_printf(l, " parent=%" PRIu64, e->parent);
     line_add(l, "\n", 1);
 }
 
@@ -258,6 +260,8 @@ static void format_json(struct line *l, const struct accesslog_entry *e, const s
     json_ms(l, e->upstream_ms);
     line_adds(l, ",\"user_agent\":");
     json_string(l, e->user_agent);
+    if (e->parent != 0)
+        line_printf(l, ",\"parent\":%" PRIu64, e->parent);
     line_add(l, "}\n", 2);
 }
 

@@ -35,6 +35,7 @@ struct accesslog_entry {
     uint64_t bytes; /* response body bytes sent to the client */
     int64_t queue_ms;
     int64_t upstream_ms;
+    uint64_t parent; /* a part of an aggregate route: the aggregate's request id; 0: none */
 };
 
 /* Open per the config (path NULL or "-": stderr). NULL with a message in err. */

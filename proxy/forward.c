@@ -92,13 +92,17 @@ int forward_is_hop_by_hop(const char *name, const struct evkeyvalq *headers, int
 /* The request-target toward the upstream: base_path + (stripped) path + ?query. */
 static int build_target(const struct request *r, char *out, size_t len)
 {
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->client);
+    const struct evhttp_uri *uri = r->client ? evhttp_request_get_evhttp_uri(r->client) : NULL;
     const struct conf_upstream *cu = upstream_conf(r->upstream);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     const char *rest;
     int n;
 
+    if (r->part_target != NULL) { /* a part: its own path, mapped by its aggregate */
+        n = snprintf(out, len, "%s%s", cu->base_path, r->part_target);
+        return n < 0 || (size_t)n >= len ? -1 : 0;
+    }
     if (path == NULL || *path == '\0')
         path = "/";
     rest = path;
@@ -112,6 +116,33 @@ static int build_target(const struct request *r, char *out, size_t len)
     n = snprintf(out, len, "%s%s%s%s%s", cu->base_path, *rest == '/' ? "" : "/", rest,
                  query ? "?" : "", query ? query : "");
     return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* The Host sluice sends to the upstream (its own, with the port when not the default). */
+static void upstream_host(const struct conf_upstream *cu, char *host, size_t len)
+{
+    int default_port = cu->https ? 443 : 80;
+    int v6 = strchr(cu->host, ':') != NULL;
+
+    if (cu->port == default_port)
+        snprintf(host, len, v6 ? "[%s]" : "%s", cu->host);
+    else
+        snprintf(host, len, v6 ? "[%s]:%u" : "%s:%u", cu->host, cu->port);
+}
+
+/* A part of an aggregate carries none of its client's fields (they were meant for the
+ * aggregate, and may hold credentials for none of these APIs): who it is for, and that
+ * JSON is wanted. */
+static void part_request_headers(struct request *r, struct evhttp_request *out)
+{
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(out);
+    char host[300];
+
+    upstream_host(upstream_conf(r->upstream), host, sizeof(host));
+    evhttp_add_header(oh, "Host", host);
+    evhttp_add_header(oh, "Accept", "application/json");
+    evhttp_add_header(oh, "X-Forwarded-For", r->client_ip);
+    evhttp_add_header(oh, "X-Forwarded-Proto", r->client_tls ? "https" : "http");
 }
 
 static void copy_request_headers(struct request *r, struct evhttp_request *out)
@@ -150,12 +181,7 @@ static void copy_request_headers(struct request *r, struct evhttp_request *out)
     if (cu->preserve_host && client_host != NULL) {
         evhttp_add_header(oh, "Host", client_host);
     } else {
-        int default_port = cu->https ? 443 : 80;
-        int v6 = strchr(cu->host, ':') != NULL;
-        if (cu->port == default_port)
-            snprintf(host, sizeof(host), v6 ? "[%s]" : "%s", cu->host);
-        else
-            snprintf(host, sizeof(host), v6 ? "[%s]:%u" : "%s:%u", cu->host, cu->port);
+        upstream_host(cu, host, sizeof(host));
         evhttp_add_header(oh, "Host", host);
     }
 }
@@ -175,8 +201,22 @@ static void client_bind(struct request *r, int on)
     r->client_bound = on;
 }
 
+static void relay_start_client(struct request *r, struct evhttp_request *in);
+
 /* Status and headers have arrived: start the client's answer. */
 static void relay_start(struct request *r, struct evhttp_request *in)
+{
+    if (r->client == NULL) { /* a part: its aggregate takes the answer at the end */
+        r->headers_ns = clock_now_ns();
+        r->status = evhttp_request_get_response_code(in);
+        r->reason = "ok";
+        request_set_state(r, REQUEST_RELAYING);
+        return;
+    }
+    relay_start_client(r, in);
+}
+
+static void relay_start_client(struct request *r, struct evhttp_request *in)
 {
     struct evkeyvalq *ih = evhttp_request_get_input_headers(in);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(r->client);
@@ -213,7 +253,7 @@ static int headers_cb(struct evhttp_request *in, void *arg)
     struct request *r = arg;
     int64_t pause_ms;
 
-    if (r->client == NULL)
+    if (r->client == NULL && r->sink.done == NULL)
         return 0;
     pause_ms = upstream_feedback(r->upstream, r->key, r->key_len,
                                  evhttp_request_get_response_code(in),
@@ -248,6 +288,18 @@ static void body_cb(struct evhttp_request *in, void *arg)
     struct evbuffer *piece = evhttp_request_get_input_buffer(in);
     struct evhttp_connection *client_conn;
 
+    if (r->sink.done != NULL && r->state == REQUEST_RELAYING && !r->retrying) {
+        /* A part: keep up to its limit; what is over is read and dropped (and the part
+         * fails too_large), so memory stays bounded whatever the upstream sends. */
+        size_t have = evbuffer_get_length(r->collected), n = evbuffer_get_length(piece);
+        if (!r->collected_too_large && have + n <= r->sink.max_body) {
+            evbuffer_add_buffer(r->collected, piece);
+            return;
+        }
+        r->collected_too_large = 1;
+        evbuffer_drain(piece, n);
+        return;
+    }
     if (r->client == NULL || r->state != REQUEST_RELAYING || r->retrying) {
         evbuffer_drain(piece, evbuffer_get_length(piece));
         return;
@@ -308,6 +360,10 @@ static void exchange_end(struct request *r, int reusable)
  * only honest signal left (a truncated body must never look complete). */
 static void relay_failed(struct request *r, const char *reason, const char *why)
 {
+    if (r->sink.done != NULL) { /* a part: its aggregate hears of the failure */
+        request_reply_error(r, 502, reason, 0, "%s mid-answer", why);
+        return;
+    }
     r->reason = reason;
     request_log(r, LOG_LEVEL_WARN, "%s mid-answer; closing client", why);
     request_detach_client(r, REQUEST_CLOSE);
@@ -337,7 +393,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
 
     if (r->retrying) {
         r->retrying = 0;
-        if (code != 0 && r->client != NULL) {
+        if (code != 0 && (r->client != NULL || r->sink.done != NULL)) {
             request_log(r, LOG_LEVEL_INFO, "refused with %d; queued again (attempt %u)", code,
                         r->attempts);
             r->conn = NULL;
@@ -377,7 +433,20 @@ static void done_cb(struct evhttp_request *in, void *arg)
                                 upstream_name(u));
         return;
     }
-    if (r->client != NULL) {
+    if (r->sink.done != NULL) {
+        struct evbuffer *rest = evhttp_request_get_input_buffer(in);
+        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) =
+            r->sink.done;
+        if (r->state != REQUEST_RELAYING)
+            relay_start(r, in);
+        if (evbuffer_get_length(rest) > 0)
+            body_cb(in, r);
+        r->sink.done = NULL;
+        if (r->collected_too_large)
+            r->reason = "too_large";
+        r->bytes_out = evbuffer_get_length(r->collected);
+        done(r->sink.arg, r, code, r->reason, r->collected);
+    } else if (r->client != NULL) {
         struct evbuffer *rest = evhttp_request_get_input_buffer(in);
         if (r->state != REQUEST_RELAYING)
             relay_start(r, in);
@@ -420,8 +489,10 @@ void forward_start(struct request *r, struct pool_conn *conn)
     struct evhttp_request *out;
     struct bufferevent *bev;
     const struct conf_upstream *cu = upstream_conf(r->upstream);
-    struct evbuffer *body = evhttp_request_get_input_buffer(r->client);
-    enum evhttp_cmd_type method = evhttp_request_get_command(r->client);
+    struct evbuffer *body =
+        r->client ? evhttp_request_get_input_buffer(r->client) : r->part_body;
+    enum evhttp_cmd_type method =
+        r->client ? evhttp_request_get_command(r->client) : (enum evhttp_cmd_type)r->part_method;
     bufferevent_data_cb writecb;
     char target[8192];
 
@@ -449,20 +520,25 @@ void forward_start(struct request *r, struct pool_conn *conn)
     evhttp_request_set_header_cb(out, headers_cb);
     evhttp_request_set_chunked_cb(out, body_cb);
     evhttp_request_set_error_cb(out, error_cb);
-    copy_request_headers(r, out);
+    if (r->client != NULL)
+        copy_request_headers(r, out);
+    else
+        part_request_headers(r, out);
     r->attempts++;
     /* Whether this attempt may be sent again after a 429 is decided now, with the body
      * kept for it or not: a reload before the answer cannot change it. */
     r->retryable = cu->feedback && r->attempts < cu->retry_max_attempts;
     r->retry_max_wait_ms = cu->retry_max_wait_ms;
-    if (evbuffer_get_length(body) > 0 || method == EVHTTP_REQ_POST || method == EVHTTP_REQ_PUT ||
-        method == EVHTTP_REQ_PATCH) {
+    if ((body != NULL && evbuffer_get_length(body) > 0) || method == EVHTTP_REQ_POST ||
+        method == EVHTTP_REQ_PUT || method == EVHTTP_REQ_PATCH) {
         char len[24];
-        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : (size_t)0);
         evhttp_add_header(evhttp_request_get_output_headers(out), "Content-Length", len);
         /* The body is never copied: moved, or when it may have to be sent again, shared
          * by reference with the client's buffer (empty bodies need neither). */
-        if (r->retryable && evbuffer_get_length(body) > 0)
+        if (body == NULL)
+            ; /* no body: Content-Length: 0 */
+        else if (r->retryable && evbuffer_get_length(body) > 0)
             evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(out), body);
         else
             evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);

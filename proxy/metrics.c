@@ -528,15 +528,14 @@ static void render_shared(const struct server *s, struct evbuffer *out)
             any = upstream_shared_user(s->upstreams[i], j) != NULL;
     if (!any)
         return;
-    for (k = 0; k < 9; k++) {
+    for (k = 0; k < 8; k++) {
         static const char *const names[] = {
             "sluice_shared_lease_calls_total", "sluice_shared_slots_total",
             "sluice_shared_mode", "sluice_shared_instances", "sluice_shared_fleet_pauses_total",
-            "sluice_shared_fences_total", "sluice_shared_release_lateness_seconds_sum",
-            "sluice_shared_release_lateness_seconds_count",
+            "sluice_shared_fences_total", "sluice_shared_release_lateness_seconds",
             "sluice_shared_release_lateness_max_seconds"};
-        static const char *const types[] = {"counter", "counter", "gauge", "gauge", "counter",
-                                            "counter", "counter", "counter", "gauge"};
+        static const char *const types[] = {"counter", "counter", "gauge", "gauge",
+                                            "counter", "counter", "summary", "gauge"};
         static const char *const helps[] = {
             "Lease calls to Redis by result.",
             "Release slots of shared budgets: granted by Redis, released, dropped (missed).",
@@ -544,8 +543,8 @@ static void render_shared(const struct server *s, struct evbuffer *out)
             "Instances sharing the budget, as Redis last counted them.",
             "Pauses of the budget heard from other instances (their upstream said 429).",
             "Schedules fenced one horizon ahead after Redis lost its data (new run_id).",
-            "Sum of how late each release was after its slot opened.",
-            "Releases timed by a slot.", "The latest a release was after its slot opened."};
+            "How late each release was after its slot opened (sum and count).",
+            "The latest a release was after its slot opened."};
         family(out, names[k], types[k], helps[k]);
         for (i = 0; i < s->nupstreams; i++) {
             const struct upstream *u = s->upstreams[i];
@@ -587,6 +586,20 @@ static void render_shared(const struct server *s, struct evbuffer *out)
                     evbuffer_add_printf(out, ",mode=\"fallback\"} %d\n", fb);
                     break;
                 }
+                case 6:
+                    open_upstream(out, "sluice_shared_release_lateness_seconds_sum",
+                                  upstream_name(u));
+                    evbuffer_add(out, ",budget=\"", 9);
+                    add_escaped(out, st.budget);
+                    evbuffer_add(out, "\"} ", 3);
+                    add_seconds(out, lc->late_sum_ns);
+                    evbuffer_add(out, "\n", 1);
+                    open_upstream(out, "sluice_shared_release_lateness_seconds_count",
+                                  upstream_name(u));
+                    evbuffer_add(out, ",budget=\"", 9);
+                    add_escaped(out, st.budget);
+                    evbuffer_add_printf(out, "\"} %" PRIu64 "\n", lc->late_count);
+                    break;
                 default:
                     open_budget(out, names[k], u, st.budget);
                     evbuffer_add(out, "} ", 2);
@@ -596,10 +609,6 @@ static void render_shared(const struct server *s, struct evbuffer *out)
                         evbuffer_add_printf(out, "%" PRIu64, st.fleet_pauses);
                     else if (k == 5)
                         evbuffer_add_printf(out, "%" PRIu64, st.fences);
-                    else if (k == 6)
-                        add_seconds(out, lc->late_sum_ns);
-                    else if (k == 7)
-                        evbuffer_add_printf(out, "%" PRIu64, lc->late_count);
                     else
                         add_seconds(out, lc->late_max_ns);
                     evbuffer_add(out, "\n", 1);

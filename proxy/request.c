@@ -67,6 +67,57 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
     return r;
 }
 
+struct request *request_new_part(struct request *parent, const char *target, int method,
+                                 struct evbuffer *body, const struct request_sink *sink)
+{
+    struct server *s = parent->server;
+    struct request *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->part_target = strdup(target);
+    if (body != NULL && evbuffer_get_length(body) > 0) {
+        r->part_body = evbuffer_new();
+        if (r->part_body != NULL)
+            evbuffer_add_buffer_reference(r->part_body, body);
+    }
+    r->collected = evbuffer_new();
+    if (r->part_target == NULL || r->collected == NULL ||
+        (body != NULL && evbuffer_get_length(body) > 0 && r->part_body == NULL)) {
+        free(r->part_target);
+        if (r->part_body != NULL)
+            evbuffer_free(r->part_body);
+        if (r->collected != NULL)
+            evbuffer_free(r->collected);
+        free(r);
+        return NULL;
+    }
+    r->id = ++s->next_request_id;
+    r->server = s;
+    r->gen = parent->gen;
+    confgen_hold(r->gen);
+    r->state = REQUEST_ADMITTING;
+    r->sink = *sink;
+    r->parent_id = parent->id;
+    r->part_method = method;
+    r->waiter.data = r;
+    r->waiter.cost = 1;
+    r->arrived_ns = clock_now_ns();
+    r->client_tls = parent->client_tls;
+    memcpy(r->client_ip, parent->client_ip, sizeof(r->client_ip));
+    r->method = request_method_name(method);
+    if (s->access != NULL) {
+        r->target = strdup(target);
+        r->user_agent = parent->user_agent ? strdup(parent->user_agent) : NULL;
+    }
+    s->requests_open++;
+    r->all_next = s->requests;
+    if (s->requests != NULL)
+        s->requests->all_prev = r;
+    s->requests = r;
+    return r;
+}
+
 void request_set_state(struct request *r, enum request_state state)
 {
     /* DONE is entered only through request_finish, and never left. */
@@ -162,6 +213,7 @@ static void report(struct request *r)
             .bytes = r->bytes_out,
             .queue_ms = queue_ns == METRICS_NONE ? -1 : (int64_t)(queue_ns / NS_PER_MS),
             .upstream_ms = upstream_ns == METRICS_NONE ? -1 : (int64_t)(upstream_ns / NS_PER_MS),
+            .parent = r->parent_id,
         };
         accesslog_write(s->access, &e);
     }
@@ -205,6 +257,11 @@ void request_reap(struct server *s)
             evhttp_request_free(r->spent);
         free(r->target);
         free(r->user_agent);
+        free(r->part_target);
+        if (r->part_body != NULL)
+            evbuffer_free(r->part_body);
+        if (r->collected != NULL)
+            evbuffer_free(r->collected);
         confgen_release(r->gen);
         free(r);
     }
@@ -297,6 +354,11 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
                 msg);
     r->status = status;
     r->reason = reason;
+    if (r->sink.done != NULL && r->state != REQUEST_DONE) {
+        /* A part: the aggregate hears of it instead of a client. */
+        r->sink.done(r->sink.arg, r, status, reason, NULL);
+        r->sink.done = NULL;
+    }
     if (r->client != NULL) {
         out = evhttp_request_get_output_headers(r->client);
         evhttp_clear_headers(out);
@@ -335,6 +397,10 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
  * is, and finish it. */
 static void withdraw(struct request *r)
 {
+    if (r->on_client_gone != NULL && r->state != REQUEST_DONE) {
+        r->on_client_gone(r);
+        return;
+    }
     switch (r->state) {
     case REQUEST_QUEUED:
         upstream_withdraw(r->upstream, r);
@@ -382,6 +448,12 @@ void request_abort_all(struct server *s)
         request_detach_client(r, REQUEST_CLOSE);
         withdraw(r); /* finishes r, which unlinks it */
     }
+}
+
+void request_withdraw(struct request *r)
+{
+    r->sink.done = NULL; /* taken back: whoever owns it already knows */
+    withdraw(r);
 }
 
 int request_watch_client(struct request *r)

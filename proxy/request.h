@@ -36,7 +36,21 @@
 
 struct evhttp_request;
 struct evhttp_connection;
+struct evbuffer;
 struct pool_conn;
+struct request;
+
+/* A request without a client of its own: a part of an aggregate route (proxy/aggregate).
+ * Its answer goes to done() instead of a client, once: sluice's own error (status,
+ * reason, body NULL), or the upstream's answer (status, reason "ok", or "too_large" when
+ * its body went over max_body: the rest was read and dropped; body: what was kept, owned
+ * by the request). The request is finished right after done() returns. */
+struct request_sink {
+    void (*done)(void *arg, struct request *r, int status, const char *reason,
+                 struct evbuffer *body);
+    void *arg;
+    uint64_t max_body;
+};
 struct event;
 struct server;
 struct upstream;
@@ -81,6 +95,20 @@ struct request {
     char client_ip[64];     /* for X-Forwarded-For and logs */
     uint16_t key_len;       /* fair-queuing key (proxy/classify); 0: none */
     char key[256];
+    /* A part of an aggregate (sink.done set; no client): what to send, and its answer. */
+    struct request_sink sink;
+    uint64_t parent_id;          /* the aggregate's request id (access log) */
+    char *part_target;           /* path[?query] toward the upstream (before base_path) */
+    int part_method;             /* an evhttp_cmd_type */
+    struct evbuffer *part_body;  /* the client's body, by reference; NULL: none */
+    struct evbuffer *collected;  /* the upstream's body, kept up to sink.max_body */
+    int collected_too_large;
+    /* Set by an owner other than the queue (an aggregate holding its client request):
+     * how the request is taken back when its client leaves. */
+    void (*on_client_gone)(struct request *r);
+    void *owner;
+    uint64_t start_by_ns; /* admission: a predicted start later than this is refused 503
+                           * deadline at once (an aggregate's deadline); 0: none */
     /* What the access log and metrics report when the request ends. */
     int status;          /* sent to the client; 0: none (client left: 499) */
     const char *reason;  /* "ok" or the Sluice-Reason; static string */
@@ -94,6 +122,16 @@ struct request {
 
 /* Allocate for evhttp's `client` request. Returns NULL on out-of-memory. */
 struct request *request_new(struct server *s, struct evhttp_request *client);
+
+/* A part of `parent` (an aggregate's client request): no client; `target` (copied) is
+ * the path[?query] to send, `method` an evhttp_cmd_type, `body` the parent's body to
+ * send by reference (NULL: none). Its answer goes to `sink`. NULL on out-of-memory. */
+struct request *request_new_part(struct request *parent, const char *target, int method,
+                                 struct evbuffer *body, const struct request_sink *sink);
+
+/* Take the request back from wherever it is (queue: withdrawn, no token spent; in flight
+ * or relaying: the exchange cut) and finish it, without an answer. */
+void request_withdraw(struct request *r);
 
 static inline int request_done(const struct request *r) { return r->state == REQUEST_DONE; }
 

@@ -273,6 +273,17 @@ void upstream_submit(struct upstream *u, struct request *r)
                             u->conf->name, u->conf->fairness.key_queue_share);
         return;
     }
+    if (verdict == DISPATCH_QUEUED && r->start_by_ns != 0 &&
+        now + adm.predicted_wait_ns > r->start_by_ns) {
+        /* A part of an aggregate that could not go before the aggregate's deadline: say
+         * so now, rather than hold a place (and a token later) for nothing. */
+        dispatch_cancel(u->dispatch, &r->waiter);
+        u->stats.refused_late++;
+        request_reply_error(r, 503, "deadline", retry_after_seconds(adm.predicted_wait_ns),
+                            "upstream '%s' predicted wait %llums is past the aggregate's deadline",
+                            u->conf->name, (unsigned long long)(adm.predicted_wait_ns / NS_PER_MS));
+        return;
+    }
     switch (verdict) {
     case DISPATCH_QUEUED:
         u->stats.admitted++;

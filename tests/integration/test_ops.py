@@ -59,7 +59,7 @@ def check_exposition(text):
             _, _, name, typ = line.split(" ")
             assert name not in types, "TYPE twice for %s" % name
             assert name in helps, "TYPE before HELP for %s" % name
-            assert typ in ("counter", "gauge", "histogram"), line
+            assert typ in ("counter", "gauge", "histogram", "summary"), line
             types[name] = typ
             if current is not None:
                 done.add(current)
@@ -72,6 +72,8 @@ def check_exposition(text):
         fam = sample
         if types.get(current) == "histogram":
             fam = re.sub(r"_(bucket|sum|count)$", "", sample)
+        elif types.get(current) == "summary":
+            fam = re.sub(r"_(sum|count)$", "", sample)
         assert fam == current, "sample %s outside its family (current %s)" % (sample, current)
         assert fam not in done, "family %s interleaved" % fam
         float(m.group(3).replace("+Inf", "inf"))
