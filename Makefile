@@ -23,7 +23,7 @@ CC         ?= cc
 PYTEST     ?= pytest-3
 VERSION    := 0.1.0
 
-PKGS := libevent_openssl libevent_extra libevent openssl yaml-0.1 hiredis
+PKGS := libevent_openssl libevent_extra libevent openssl yaml-0.1 hiredis jansson
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
         -Wno-unused-parameter
@@ -63,7 +63,7 @@ FUZZ := build/fuzz
 FUZZ_OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
             -fno-sanitize-recover=undefined
 
-FUZZERS := conf units feedback http1_request http1_response
+FUZZERS := conf units feedback http1_request http1_response aggmerge
 FUZZ_DEPS_conf       := $(CONF_SRC)
 FUZZ_PKGS_conf       := yaml-0.1
 FUZZ_MAXLEN_conf     := 8192
@@ -73,6 +73,9 @@ FUZZ_DEPS_feedback   := proxy/feedback.c
 FUZZ_MAXLEN_feedback := 512
 FUZZ_DEPS_http1_request   := proxy/http1.c
 FUZZ_DEPS_http1_response  := proxy/http1.c
+FUZZ_DEPS_aggmerge   := proxy/aggmerge.c
+FUZZ_PKGS_aggmerge   := jansson
+FUZZ_MAXLEN_aggmerge := 8192
 
 FUZZ_BINS := $(FUZZERS:%=$(FUZZ)/%)
 fuzz_maxlen = $(or $(FUZZ_MAXLEN_$(1)),$(FUZZ_MAXLEN))
@@ -110,6 +113,7 @@ UNIT_DEPS_test_units    := conf/units.c
 UNIT_DEPS_test_conf     := $(CONF_SRC)
 UNIT_DEPS_test_feedback := proxy/feedback.c
 UNIT_DEPS_test_http1    := proxy/http1.c
+UNIT_DEPS_test_aggmerge := proxy/aggmerge.c
 # A test binary is built in one command, so -MMD records only its last source: name the
 # headers of a module split over several files here.
 $(SAN)/tests/test_conf: $(wildcard conf/*.h)

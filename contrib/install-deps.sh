@@ -7,7 +7,7 @@
 set -e
 what=${1:-test}
 
-build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev libhiredis-dev"
+build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev libhiredis-dev libjansson-dev"
 run="$build python3 curl"
 # libFuzzer and the ASan/UBSan runtimes for clang are in libclang-rt-14-dev, which clang
 # only recommends (and recommends are not installed): name it.
@@ -32,7 +32,8 @@ done
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "sluice needs these packages (Debian names; install them with your package manager):" >&2
   echo "  $missing" >&2
-  echo "  (libevent 2.1 with openssl support, OpenSSL 3, libyaml, pkg-config, cmocka, pytest;" >&2
+  echo "  (libevent 2.1 with openssl support, OpenSSL 3, libyaml, hiredis, jansson, pkg-config," >&2
+  echo "   cmocka, pytest;" >&2
   echo "   for tests also clang with its libFuzzer/ASan/UBSan runtimes)" >&2
   exit 1
 fi
