@@ -32,6 +32,7 @@
 #include <strings.h>
 
 #include "conf/conf.h"
+#include "proxy/aggregate.h"
 #include "proxy/classify.h"
 #include "proxy/clock.h"
 #include "proxy/gate.h"
@@ -434,6 +435,29 @@ static int unsafe_path(const char *path)
     return 0;
 }
 
+/* The conf_method bit of an evhttp_cmd_type (0 for a method sluice does not forward). */
+static uint32_t method_bit(int cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return CONF_METHOD_GET;
+    case EVHTTP_REQ_HEAD:
+        return CONF_METHOD_HEAD;
+    case EVHTTP_REQ_POST:
+        return CONF_METHOD_POST;
+    case EVHTTP_REQ_PUT:
+        return CONF_METHOD_PUT;
+    case EVHTTP_REQ_DELETE:
+        return CONF_METHOD_DELETE;
+    case EVHTTP_REQ_OPTIONS:
+        return CONF_METHOD_OPTIONS;
+    case EVHTTP_REQ_PATCH:
+        return CONF_METHOD_PATCH;
+    default:
+        return 0;
+    }
+}
+
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct listener *l = arg;
@@ -488,8 +512,17 @@ static void request_cb(struct evhttp_request *req, void *arg)
         request_reply_error(r, 404, "no_route", 0, "no route for this host and path");
         return;
     }
-    r->upstream = s->upstreams[r->route->upstream_index];
     r->client_tls = l->tls != NULL;
+    if (r->route->aggregate != NULL) {
+        if (!(r->route->methods & method_bit(evhttp_request_get_command(req)))) {
+            request_reply_error(r, 405, "method_not_allowed", 0,
+                                "this aggregate route does not take this method (methods:)");
+            return;
+        }
+        aggregate_start(r);
+        return;
+    }
+    r->upstream = s->upstreams[r->route->upstream_index];
     r->key_len = (uint16_t)classify_key(r->route, r->client_ip, in, evhttp_uri_get_query(uri),
                                         r->key, sizeof(r->key));
     r->waiter.cost = classify_cost(r->route, in);

@@ -83,7 +83,25 @@ struct index {
     size_t cap; /* power of two, or 0 before the first insert */
 };
 
+/* Aggregate routes: few routes and parts (from the config), so a list each. */
+struct agg_series {
+    struct agg_series *next;
+    char *route;
+    uint64_t outcomes[3]; /* complete, partial, failed */
+    uint64_t took_sum_ns, took_count;
+};
+
+struct aggpart_series {
+    struct aggpart_series *next;
+    char *route, *part, *reason;
+    uint64_t count;
+};
+
+static const char *const agg_outcomes[3] = {"complete", "partial", "failed"};
+
 struct metrics {
+    struct agg_series *aggs;
+    struct aggpart_series *aggparts;
     struct req_series *reqs;
     size_t nreqs, reqs_cap;
     struct index reqs_index;
@@ -289,6 +307,20 @@ void metrics_free(struct metrics *m)
     }
     for (i = 0; i < m->nups; i++)
         free(m->ups[i].name);
+    while (m->aggs != NULL) {
+        struct agg_series *a = m->aggs;
+        m->aggs = a->next;
+        free(a->route);
+        free(a);
+    }
+    while (m->aggparts != NULL) {
+        struct aggpart_series *p = m->aggparts;
+        m->aggparts = p->next;
+        free(p->route);
+        free(p->part);
+        free(p->reason);
+        free(p);
+    }
     free(m->reqs);
     free(m->reqs_index.slots);
     free(m->ups);
@@ -343,6 +375,59 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
         for (i = 0; i < NREJECTIONS; i++)
             if (strcmp(reason, rejection_reasons[i]) == 0)
                 us->rejections[i]++;
+}
+
+void metrics_aggregate_done(struct metrics *m, const char *route, const char *outcome,
+                            uint64_t took_ns)
+{
+    struct agg_series *a;
+    size_t i;
+
+    for (a = m->aggs; a != NULL && strcmp(a->route, route) != 0; a = a->next)
+        ;
+    if (a == NULL) {
+        a = calloc(1, sizeof(*a));
+        if (a == NULL || (a->route = strdup(route)) == NULL) {
+            free(a);
+            return;
+        }
+        a->next = m->aggs;
+        m->aggs = a;
+    }
+    for (i = 0; i < 3; i++)
+        if (strcmp(outcome, agg_outcomes[i]) == 0)
+            a->outcomes[i]++;
+    a->took_sum_ns += took_ns;
+    a->took_count++;
+}
+
+void metrics_aggregate_part(struct metrics *m, const char *route, const char *part,
+                            const char *reason)
+{
+    struct aggpart_series *p;
+
+    for (p = m->aggparts; p != NULL; p = p->next)
+        if (strcmp(p->route, route) == 0 && strcmp(p->part, part) == 0 &&
+            strcmp(p->reason, reason) == 0)
+            break;
+    if (p == NULL) {
+        p = calloc(1, sizeof(*p));
+        if (p == NULL)
+            return;
+        p->route = strdup(route);
+        p->part = strdup(part);
+        p->reason = strdup(reason);
+        if (p->route == NULL || p->part == NULL || p->reason == NULL) {
+            free(p->route);
+            free(p->part);
+            free(p->reason);
+            free(p);
+            return;
+        }
+        p->next = m->aggparts;
+        m->aggparts = p;
+    }
+    p->count++;
 }
 
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when)
@@ -502,6 +587,47 @@ static void limit_label(const struct conf_upstream *cu, size_t li, char *buf, si
     if (dup) {
         size_t n = strlen(buf);
         snprintf(buf + n, len - n, "#%zu", li + 1);
+    }
+}
+
+static void render_aggregates(const struct metrics *m, struct evbuffer *out)
+{
+    const struct agg_series *a;
+    const struct aggpart_series *p;
+    size_t i;
+
+    if (m->aggs == NULL && m->aggparts == NULL)
+        return;
+    family(out, "sluice_aggregate_answers_total", "counter",
+           "Answers of aggregate routes by outcome (complete, partial, failed).");
+    for (a = m->aggs; a != NULL; a = a->next)
+        for (i = 0; i < 3; i++) {
+            evbuffer_add_printf(out, "sluice_aggregate_answers_total{route=\"");
+            add_escaped(out, a->route);
+            evbuffer_add_printf(out, "\",outcome=\"%s\"} %" PRIu64 "\n", agg_outcomes[i],
+                                a->outcomes[i]);
+        }
+    family(out, "sluice_aggregate_duration_seconds", "summary",
+           "Time from an aggregate request to its answer.");
+    for (a = m->aggs; a != NULL; a = a->next) {
+        evbuffer_add_printf(out, "sluice_aggregate_duration_seconds_sum{route=\"");
+        add_escaped(out, a->route);
+        evbuffer_add(out, "\"} ", 3);
+        add_seconds(out, a->took_sum_ns);
+        evbuffer_add_printf(out, "\nsluice_aggregate_duration_seconds_count{route=\"");
+        add_escaped(out, a->route);
+        evbuffer_add_printf(out, "\"} %" PRIu64 "\n", a->took_count);
+    }
+    family(out, "sluice_aggregate_parts_total", "counter",
+           "Parts of aggregate answers by outcome: ok, not_json, or why they failed.");
+    for (p = m->aggparts; p != NULL; p = p->next) {
+        evbuffer_add_printf(out, "sluice_aggregate_parts_total{route=\"");
+        add_escaped(out, p->route);
+        evbuffer_add(out, "\",part=\"", 9);
+        add_escaped(out, p->part);
+        evbuffer_add(out, "\",reason=\"", 11);
+        add_escaped(out, p->reason);
+        evbuffer_add_printf(out, "\"} %" PRIu64 "\n", p->count);
     }
 }
 
@@ -809,6 +935,7 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
     }
 
     render_shared(s, out);
+    render_aggregates(m, out);
 
     family(out, "sluice_config_reloads_total", "counter",
            "Configuration loads by result (start-up counts as ok).");

@@ -56,6 +56,15 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
                           const char *reason, uint64_t queue_wait_ns, uint64_t upstream_ns,
                           int prio_class);
 
+/* An aggregate route answered: outcome "complete", "partial" or "failed", after
+ * `took_ns`. And each of its parts: `reason` "ok", "not_json", or why it failed. Strings
+ * are copied when first seen (routes and part names come from the config; reasons from a
+ * small set and status_NNN). */
+void metrics_aggregate_done(struct metrics *m, const char *route, const char *outcome,
+                            uint64_t took_ns);
+void metrics_aggregate_part(struct metrics *m, const char *route, const char *part,
+                            const char *reason);
+
 /* A reload attempt (and start-up, as ok) at unix time `when`. */
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when);
 

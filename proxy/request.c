@@ -227,6 +227,15 @@ void request_finish(struct request *r)
         return;
     s = r->server;
     request_detach_client(r, REQUEST_CLOSE); /* still attached: it got no answer */
+    if (r->sink.done != NULL) {
+        /* A part ended without an answer of its own (cut short): its aggregate must
+         * still hear of it, once. */
+        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) =
+            r->sink.done;
+        r->sink.done = NULL;
+        done(r->sink.arg, r, r->status ? r->status : 502, r->reason ? r->reason : "upstream_error",
+             NULL);
+    }
     r->state = REQUEST_DONE;
     report(r);
     /* Out of the open list, onto the reap list (same links). */
