@@ -14,7 +14,12 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,17 +32,26 @@
 #include "proxy/metrics.h"
 #include "proxy/server.h"
 #include "proxy/shared.h"
+#include "proxy/status.h"
 #include "proxy/upstream.h"
 
 /* Admin requests are small: a request line and a few headers, no body. */
 #define ADMIN_MAX_HEADERS 16384
 #define ADMIN_MAX_BODY    4096
 #define ADMIN_TIMEOUT_S   30
+/* Connections at once: a few browsers and scrapers. Beyond, accepting pauses until one
+ * closes (the proxy's own cap and listeners are not touched). */
+#define ADMIN_MAX_CONNECTIONS 32
 
 struct admin {
     struct server *server;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    size_t conns;                   /* open admin connections */
+    int paused;                     /* accepting stopped at ADMIN_MAX_CONNECTIONS */
+    struct bufferevent *pending[ADMIN_MAX_CONNECTIONS + 8]; /* awaiting their close callback */
+    size_t npending;
+    struct event *pending_ev;       /* priority 0: registers close callbacks */
 };
 
 static void reply(struct evhttp_request *req, int code, const char *phrase, const char *ctype,
@@ -47,7 +61,75 @@ static void reply(struct evhttp_request *req, int code, const char *phrase, cons
 
     evhttp_add_header(out, "Content-Type", ctype);
     evhttp_add_header(out, "Cache-Control", "no-store");
+    /* The dashboard is a page of ours only: its own script and style, its own /status,
+     * nothing inline, nothing from elsewhere, never framed. */
+    evhttp_add_header(out, "Content-Security-Policy",
+                      "default-src 'none'; script-src 'self'; style-src 'self'; "
+                      "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+                      "form-action 'none'; frame-ancestors 'none'");
+    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(out, "Referrer-Policy", "no-referrer");
     evhttp_send_reply(req, code, phrase, body);
+}
+
+static void set_accepting(struct admin *a, int on)
+{
+    struct evconnlistener *el = a->bound ? evhttp_bound_socket_get_listener(a->bound) : NULL;
+
+    if (el == NULL)
+        return;
+    if (on)
+        evconnlistener_enable(el);
+    else
+        evconnlistener_disable(el);
+}
+
+static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct admin *a = arg;
+
+    a->conns--;
+    if (a->paused && a->conns < ADMIN_MAX_CONNECTIONS) {
+        a->paused = 0;
+        set_accepting(a, 1);
+    }
+}
+
+static void pending_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    size_t i;
+
+    for (i = 0; i < a->npending; i++) {
+        void *evcon = NULL;
+        bufferevent_getcb(a->pending[i], NULL, NULL, NULL, &evcon);
+        if (evcon != NULL)
+            evhttp_connection_set_closecb(evcon, conn_closed_cb, a);
+        else
+            a->conns--;
+    }
+    a->npending = 0;
+}
+
+/* evhttp's bufferevent callback: count the connection (see proxy/frontend for why the
+ * close callback is set from a priority-0 event). */
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+    struct admin *a = arg;
+    struct bufferevent *bev;
+
+    if (a->npending == sizeof(a->pending) / sizeof(a->pending[0]))
+        return NULL; /* evhttp closes the socket */
+    bev = bufferevent_socket_new(base, -1, 0);
+    if (bev == NULL)
+        return NULL;
+    a->pending[a->npending++] = bev;
+    event_active(a->pending_ev, EV_TIMEOUT, 1);
+    if (++a->conns >= ADMIN_MAX_CONNECTIONS && !a->paused) {
+        a->paused = 1;
+        set_accepting(a, 0);
+    }
+    return bev;
 }
 
 static void reply_text(struct evhttp_request *req, int code, const char *phrase, const char *text)
@@ -63,117 +145,35 @@ static void reply_text(struct evhttp_request *req, int code, const char *phrase,
     evbuffer_free(body);
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void add_json_string(struct evbuffer *out, const char *s)
-{
-    evbuffer_add(out, "\"", 1);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            evbuffer_add_printf(out, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            evbuffer_add_printf(out, "\\u%04x", c);
-        else
-            evbuffer_add(out, s, 1);
-    }
-    evbuffer_add(out, "\"", 1);
-}
 
-/* ,"shared":[...]: each shared limit's lease (proxy/shared, limiter/lease). */
-static void status_shared(struct evbuffer *out, const struct upstream *u, uint64_t now)
-{
-    const struct dispatch *d = upstream_dispatch(u);
-    size_t i, n = 0;
 
-    evbuffer_add(out, ",\"shared\":[", 11);
-    for (i = 0; i < DISPATCH_MAX_LIMITS; i++) {
-        const struct shared_user *su = upstream_shared_user(u, i);
-        const struct lease *l = dispatch_lease(d, i);
-        const struct lease_counters *lc;
-        struct shared_user_stats st;
-        if (su == NULL || l == NULL)
-            continue;
-        shared_user_stats(su, &st);
-        lc = lease_counters(l);
-        if (n++ > 0)
-            evbuffer_add(out, ",", 1);
-        evbuffer_add(out, "{\"budget\":", 10);
-        add_json_string(out, st.budget);
-        evbuffer_add_printf(
-            out,
-            ",\"limit\":%zu,\"mode\":\"%s\",\"instances\":%u,\"slots_held\":%" PRIu64
-            ",\"granted\":%" PRIu64 ",\"released\":%" PRIu64 ",\"dropped\":%" PRIu64
-            ",\"fleet_pauses\":%" PRIu64 ",\"fences\":%" PRIu64 ",\"calls\":{\"ok\":%" PRIu64
-            ",\"empty\":%" PRIu64 ",\"error\":%" PRIu64 ",\"timeout\":%" PRIu64
-            ",\"noscript\":%" PRIu64 "}}",
-            i, lease_mode(l) == LEASE_FALLBACK ? "fallback" : "redis", lease_instances(l),
-            lease_held(l, now), lc->granted, lc->released, lc->dropped, st.fleet_pauses,
-            st.fences, st.calls_ok, st.calls_empty, st.calls_error, st.calls_timeout,
-            st.calls_noscript);
-    }
-    evbuffer_add(out, "]", 1);
-}
-
-static void status_upstream(struct evbuffer *out, const struct upstream *u, uint64_t now)
-{
-    const struct conf_upstream *cu = upstream_conf(u);
-    const struct dispatch *d = upstream_dispatch(u);
-    const struct upstream_stats *st = upstream_stats(u);
-    uint64_t wake = dispatch_wake_ns(d, now);
-    size_t i;
-
-    evbuffer_add(out, "{\"name\":", 8);
-    add_json_string(out, cu->name);
-    evbuffer_add(out, ",\"url\":", 7);
-    add_json_string(out, cu->url);
-    evbuffer_add(out, ",\"limits\":[", 11);
-    for (i = 0; i < dispatch_nlimits(d) && i < cu->nlimits; i++)
-        evbuffer_add_printf(out, "%s{\"rate_per_sec\":%.17g,\"burst\":%.17g,\"tokens\":%.3f}",
-                            i ? "," : "", cu->limits[i].rate_per_sec, cu->limits[i].burst_tokens,
-                            dispatch_tokens(d, i, now));
-    evbuffer_add_printf(out,
-                        "],\"queue_depth\":%zu,\"queue_capacity\":%zu,\"in_flight\":%" PRIu32
-                        ",\"max_in_flight\":%" PRIu32 ",\"max_wait_ms\":%" PRIu64
-                        ",\"next_release_in_ms\":",
-                        dispatch_queue_len(d), dispatch_queue_cap(d), dispatch_in_flight(d),
-                        cu->max_in_flight, cu->max_wait_ms);
-    if (wake == DISPATCH_NEVER || dispatch_queue_len(d) == 0)
-        evbuffer_add(out, "null", 4);
-    else /* rounded up: "in 0 ms" only when it is due now */
-        evbuffer_add_printf(out, "%" PRIu64,
-                            wake > now ? (uint64_t)((wake - now + NS_PER_MS - 1) / NS_PER_MS) : 0);
-    evbuffer_add_printf(out,
-                        ",\"counters\":{\"admitted\":%" PRIu64 ",\"released\":%" PRIu64
-                        ",\"refused_full\":%" PRIu64 ",\"refused_late\":%" PRIu64
-                        ",\"expired\":%" PRIu64 ",\"withdrawn\":%" PRIu64 ",\"responses\":%" PRIu64
-                        ",\"failures\":%" PRIu64 "}",
-                        st->admitted, st->released, st->refused_full, st->refused_late, st->expired,
-                        st->withdrawn, st->responses, st->failures);
-    status_shared(out, u, now);
-    evbuffer_add(out, "}", 1);
-}
 
 static void serve_status(struct admin *a, struct evhttp_request *req)
 {
-    struct server *s = a->server;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
     struct evbuffer *body = evbuffer_new();
-    uint64_t now = clock_now_ns();
-    size_t i, n = 0;
+    size_t history = 0;
 
     if (body == NULL) {
         evhttp_send_error(req, 500, "Out of memory");
         return;
     }
-    evbuffer_add_printf(body, "{\"state\":\"%s\",\"upstreams\":[",
-                        server_is_draining(s) ? "draining" : "running");
-    for (i = 0; i < s->nupstreams; i++) {
-        if (s->upstreams[i] == NULL)
-            continue;
-        if (n++ > 0)
-            evbuffer_add(body, ",", 1);
-        status_upstream(body, s->upstreams[i], now);
+    /* ?history=N: the last N seconds of samples (the dashboard asks for 300). */
+    if (query != NULL) {
+        struct evkeyvalq params;
+        const char *h;
+        TAILQ_INIT(&params);
+        if (evhttp_parse_query_str(query, &params) == 0 &&
+            (h = evhttp_find_header(&params, "history")) != NULL)
+            history = (size_t)strtoul(h, NULL, 10);
+        evhttp_clear_headers(&params);
     }
-    evbuffer_add(body, "]}\n", 3);
+    if (status_render(a->server, history, body) != 0) {
+        evbuffer_free(body);
+        evhttp_send_error(req, 500, "Out of memory");
+        return;
+    }
     reply(req, 200, "OK", "application/json", body);
     evbuffer_free(body);
 }
@@ -246,6 +246,11 @@ struct admin *admin_new(struct server *s, const struct conf_admin *ca)
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(a->http, request_cb, a);
+    evhttp_set_bevcb(a->http, bev_cb, a);
+    a->pending_ev = event_new(s->base, -1, 0, pending_cb, a);
+    if (a->pending_ev == NULL)
+        goto fail;
+    event_priority_set(a->pending_ev, 0);
     a->bound = evhttp_bind_socket_with_handle(a->http, ca->host, ca->port);
     if (a->bound == NULL) {
         int e = errno;
@@ -264,7 +269,11 @@ void admin_free(struct admin *a)
 {
     if (a == NULL)
         return;
+    a->paused = 0; /* connections closing below must not re-enable the listener */
+    a->bound = NULL;
     if (a->http != NULL)
         evhttp_free(a->http); /* closes the listener and every admin connection */
+    if (a->pending_ev != NULL)
+        event_free(a->pending_ev);
     free(a);
 }

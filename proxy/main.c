@@ -24,6 +24,7 @@
 #include "proxy/admin.h"
 #include "proxy/clock.h"
 #include "proxy/frontend.h"
+#include "proxy/history.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/confgen.h"
@@ -283,6 +284,8 @@ static void server_stop(struct server *s)
 
     admin_free(s->admin);
     s->admin = NULL;
+    history_free(s->history);
+    s->history = NULL;
     /* Closing client connections first: nothing may call into an upstream after. */
     frontend_free(s->frontend);
     for (i = 0; i < s->nupstreams && s->upstreams != NULL; i++)
@@ -391,8 +394,12 @@ int main(int argc, char **argv)
         goto out;
     }
     raise_fd_limit(s.conf);
+    s.started_ns = clock_now_ns();
     if (server_start(&s) != 0)
         goto out;
+    /* The dashboard's five minutes; without it /status just has no history. */
+    if ((s.history = history_new(&s)) == NULL)
+        log_warn("cannot keep the per-second history (out of memory)");
     log_info("sluice %s started (config %s)", SLUICE_VERSION, conf_path);
 
     event_base_dispatch(s.base);

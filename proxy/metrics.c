@@ -73,6 +73,7 @@ struct up_series {
     struct histogram queue_wait;
     struct histogram latency;
     uint64_t rejections[NREJECTIONS];
+    uint64_t answers[5]; /* finished requests by status class 1xx..5xx */
     uint64_t class_wait_ns[METRICS_CLASSES]; /* queue wait summed per priority class */
     uint64_t class_waits[METRICS_CLASSES];
 };
@@ -100,6 +101,7 @@ struct aggpart_series {
 static const char *const agg_outcomes[3] = {"complete", "partial", "failed"};
 
 struct metrics {
+    uint64_t refused_connection_limit, refused_header_timeout; /* before routing */
     struct agg_series *aggs;
     struct aggpart_series *aggparts;
     struct req_series *reqs;
@@ -356,9 +358,14 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
     rs = req_get(m, upstream, route, status, reason);
     if (rs != NULL)
         rs->count++;
-    /* Per-upstream series: only when there is something to record in them. */
-    if (queue_wait_ns == METRICS_NONE && upstream_ns == METRICS_NONE && status != 503)
+    if (*upstream == '\0') {
+        if (strcmp(reason, "connection_limit") == 0)
+            m->refused_connection_limit++;
+        else if (strcmp(reason, "header_timeout") == 0)
+            m->refused_header_timeout++;
         return;
+    }
+    /* Per-upstream series (every request that reached one counts in answers[]). */
     us = up_get(m, upstream);
     if (us == NULL)
         return;
@@ -371,6 +378,8 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
     }
     if (upstream_ns != METRICS_NONE)
         histogram_observe(&us->latency, upstream_ns);
+    if (status >= 100 && status <= 599)
+        us->answers[status / 100 - 1]++;
     if (status == 503)
         for (i = 0; i < NREJECTIONS; i++)
             if (strcmp(reason, rejection_reasons[i]) == 0)
@@ -428,6 +437,33 @@ void metrics_aggregate_part(struct metrics *m, const char *route, const char *pa
         m->aggparts = p;
     }
     p->count++;
+}
+
+_Static_assert(NBUCKETS == METRICS_WAIT_BUCKETS, "metrics.h must know the bucket count");
+
+void metrics_upstream_totals(const struct metrics *m, const char *upstream,
+                             struct metrics_totals *out)
+{
+    const struct up_series *us = up_find(m, upstream, hash_name(upstream));
+
+    memset(out, 0, sizeof(*out));
+    if (us == NULL)
+        return;
+    memcpy(out->answers, us->answers, sizeof(out->answers));
+    memcpy(out->refusals, us->rejections, sizeof(out->refusals));
+    memcpy(out->wait_buckets, us->queue_wait.buckets, sizeof(out->wait_buckets));
+}
+
+uint64_t metrics_wait_bucket_bound_ns(size_t i)
+{
+    return i < NBOUNDS ? bucket_bounds_ns[i] : UINT64_MAX;
+}
+
+void metrics_client_refusals(const struct metrics *m, uint64_t *connection_limit,
+                             uint64_t *header_timeout)
+{
+    *connection_limit = m->refused_connection_limit;
+    *header_timeout = m->refused_header_timeout;
 }
 
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when)

@@ -35,6 +35,7 @@
 #ifndef SLUICE_PROXY_METRICS_H
 #define SLUICE_PROXY_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct metrics;
@@ -64,6 +65,22 @@ void metrics_aggregate_done(struct metrics *m, const char *route, const char *ou
                             uint64_t took_ns);
 void metrics_aggregate_part(struct metrics *m, const char *route, const char *part,
                             const char *reason);
+
+/* Cumulative totals of one upstream, for the dashboard's history (proxy/history). */
+#define METRICS_WAIT_BUCKETS 15 /* the queue-wait histogram's buckets, the last +Inf */
+struct metrics_totals {
+    uint64_t answers[5];          /* statuses 1xx..5xx of finished requests */
+    uint64_t refusals[4];         /* 503 queue_full, deadline, shutdown, key_queue_full */
+    uint64_t wait_buckets[METRICS_WAIT_BUCKETS]; /* queue waits per bucket (not cumulative) */
+};
+/* Fills `out` (zeros for an upstream not seen yet). */
+void metrics_upstream_totals(const struct metrics *m, const char *upstream,
+                             struct metrics_totals *out);
+/* The upper bound of wait bucket i in ns (UINT64_MAX for the last). */
+uint64_t metrics_wait_bucket_bound_ns(size_t i);
+/* Requests refused before routing: 503 connection_limit, 408 header_timeout. */
+void metrics_client_refusals(const struct metrics *m, uint64_t *connection_limit,
+                             uint64_t *header_timeout);
 
 /* A reload attempt (and start-up, as ok) at unix time `when`. */
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when);

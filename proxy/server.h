@@ -28,6 +28,7 @@ struct admin;
 struct confgen;
 struct request;
 struct shared;
+struct history;
 
 enum server_state {
     SERVER_RUNNING,
@@ -51,6 +52,8 @@ struct server {
     struct accesslog *access; /* NULL without access_log */
     struct admin *admin;      /* NULL without admin */
     struct shared *shared;    /* Redis for shared budgets; NULL without a shared section */
+    struct history *history;  /* per-second samples for the dashboard; NULL if none */
+    uint64_t started_ns;      /* monotonic, at start-up */
     enum server_state state;
     uint64_t next_request_id;  /* request ids in logs, from 1 */
     size_t requests_open;      /* struct request not DONE: queued, in flight or replying */

@@ -49,6 +49,11 @@ struct upstream {
     struct pool *pool;               /* keep-alive connections */
     struct shared_user *shared[DISPATCH_MAX_LIMITS]; /* limit i shared: its lease client */
     struct upstream_stats stats;
+    /* The last pause the upstream asked for, for the dashboard: why, until when, whose. */
+    const char *pause_cause;
+    uint64_t pause_until_ns;
+    char pause_key[256];
+    uint16_t pause_key_len;
     uint32_t queued_by_class[DISPATCH_MAX_CLASSES]; /* waiters queued now, per priority class */
     struct confgen *retired_gen; /* retired by a reload: the config `conf` points into */
 };
@@ -393,6 +398,13 @@ int64_t upstream_feedback(struct upstream *u, const char *key, size_t key_len, i
                     shared_user_pause(u->shared[i], pause_ms);
         }
         u->stats.paused++;
+        u->pause_cause = !fb.has_retry_after ? "429 (no Retry-After: 1 s)"
+                         : code == 429       ? "429 Retry-After"
+                                             : "503 Retry-After";
+        u->pause_until_ns = now + pause_ms * NS_PER_MS;
+        u->pause_key_len = per_key ? (uint16_t)(key_len < sizeof(u->pause_key) ? key_len : 0) : 0;
+        if (u->pause_key_len)
+            memcpy(u->pause_key, key, u->pause_key_len);
         log_info("upstream %s: answered %d; pausing releases%s for %llums", u->conf->name, code,
                  per_key ? " of that key" : "", (unsigned long long)pause_ms);
     }
@@ -601,3 +613,30 @@ const struct shared_user *upstream_shared_user(const struct upstream *u, size_t 
 {
     return limit_index < DISPATCH_MAX_LIMITS ? u->shared[limit_index] : NULL;
 }
+
+int upstream_pause_info(const struct upstream *u, uint64_t now_ns, const char **cause,
+                        uint64_t *left_ns, const char **key, size_t *key_len)
+{
+    uint64_t remaining = 0, reset = 0;
+
+    if (u->pause_until_ns > now_ns) {
+        *cause = u->pause_cause;
+        *left_ns = u->pause_until_ns - now_ns;
+        *key = u->pause_key_len ? u->pause_key : NULL;
+        *key_len = u->pause_key_len;
+        return 1;
+    }
+    /* A remaining budget of 0 holds releases until its reset just as well. */
+    if (dispatch_budget(u->dispatch, now_ns, &remaining, &reset) && remaining == 0 &&
+        reset > now_ns) {
+        *cause = "RateLimit r=0";
+        *left_ns = reset - now_ns;
+        *key = NULL;
+        *key_len = 0;
+        return 1;
+    }
+    return 0;
+}
+
+uint32_t upstream_pool_idle(const struct upstream *u) { return pool_idle(u->pool); }
+uint32_t upstream_pool_lent(const struct upstream *u) { return pool_lent(u->pool); }

@@ -100,6 +100,15 @@ uint32_t upstream_queue_len_class(const struct upstream *u, unsigned cls);
 uint32_t upstream_in_flight(const struct upstream *u);
 const struct upstream_stats *upstream_stats(const struct upstream *u);
 int upstream_is_tls(const struct upstream *u);
+/* A pause in force now (the upstream's Retry-After, or a spent RateLimit budget): its
+ * cause ("429 Retry-After", "503 Retry-After", "429 (no Retry-After: 1 s)", "RateLimit
+ * r=0"), the time left, and the key it holds (NULL: every key). 0 when none. */
+int upstream_pause_info(const struct upstream *u, uint64_t now_ns, const char **cause,
+                        uint64_t *left_ns, const char **key, size_t *key_len);
+/* Connections of the pool: idle, and lent to requests in flight. */
+uint32_t upstream_pool_idle(const struct upstream *u);
+uint32_t upstream_pool_lent(const struct upstream *u);
+
 /* The lease client of limit `limit_index` when it is a shared budget, else NULL. */
 struct shared_user;
 const struct shared_user *upstream_shared_user(const struct upstream *u, size_t limit_index);
