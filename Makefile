@@ -36,7 +36,9 @@ FINAL_LIBS    = $(PKG_LIBS) -lm $(LIBS)
 
 LIMITER_SRC := limiter/bucket.c limiter/queue.c limiter/fairq.c limiter/lease.c limiter/dispatch.c
 CONF_SRC    := conf/conf.c conf/schema.c conf/node.c conf/diag.c conf/units.c
-PROXY_SRC   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+# proxy/dashboard_assets.c is generated (see "dashboard" below) and checked in, so it is
+# in this list in a fresh tree too.
+PROXY_SRC   := $(filter-out proxy/main.c,$(sort $(wildcard proxy/*.c) proxy/dashboard_assets.c))
 DAEMON_SRC  := $(LIMITER_SRC) $(CONF_SRC) $(PROXY_SRC) proxy/main.c
 
 UNIT_TESTS  := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
@@ -102,6 +104,15 @@ $(SAN)/sluice: $(DAEMON_SRC:%.c=$(SAN)/%.o)
 $(SAN)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_CFLAGS) $(SAN_OPT) -c -o $@ $<
+
+# The admin dashboard (GET / on the admin listener), compiled in: contrib/dashboard/embed.sh
+# turns index.html, app.js and app.css into proxy/dashboard_assets.c (one C string line
+# per source line). The result is checked in, so a fresh tree builds without running it
+# and a diff shows what the binary serves; it is remade here whenever a source is newer
+# (commit it with them). tests/integration/test_dashboard.py checks it is up to date.
+DASHBOARD_SRC := contrib/dashboard/index.html contrib/dashboard/app.js contrib/dashboard/app.css
+proxy/dashboard_assets.c: $(DASHBOARD_SRC) contrib/dashboard/embed.sh
+	sh contrib/dashboard/embed.sh $@
 
 # Each unit test links the one module it tests (and what that module needs).
 UNIT_DEPS_test_bucket   := limiter/bucket.c
