@@ -106,11 +106,11 @@ $(SAN)/%.o: %.c
 	$(CC) $(FINAL_CFLAGS) $(SAN_OPT) -c -o $@ $<
 
 # The admin dashboard (GET / on the admin listener), compiled in: contrib/dashboard/embed.sh
-# turns index.html, app.js and app.css into proxy/dashboard_assets.c (one C string line
-# per source line). The result is checked in, so a fresh tree builds without running it
-# and a diff shows what the binary serves; it is remade here whenever a source is newer
-# (commit it with them). tests/integration/test_dashboard.py checks it is up to date.
-DASHBOARD_SRC := contrib/dashboard/index.html contrib/dashboard/app.js contrib/dashboard/app.css
+# turns index.html, app.js, app.css and favicon.svg into proxy/dashboard_assets.c (one C
+# string line per source line). The result is checked in, so a fresh tree builds without
+# running it and a diff shows what the binary serves; it is remade here whenever a source
+# is newer (commit it with them). tests/integration/test_dashboard.py checks it is current.
+DASHBOARD_SRC := $(addprefix contrib/dashboard/,index.html app.js app.css favicon.svg)
 proxy/dashboard_assets.c: $(DASHBOARD_SRC) contrib/dashboard/embed.sh
 	sh contrib/dashboard/embed.sh $@
 

@@ -2,9 +2,9 @@
  * proxy/dashboard_assets: the files of the admin dashboard (GET / on the admin
  * listener), compiled into the binary.
  *
- * The sources are contrib/dashboard/index.html, app.js and app.css; the table is
- * proxy/dashboard_assets.c, generated from them by contrib/dashboard/embed.sh (make
- * regenerates it when a source is newer; it is checked in). The data are static and
+ * The sources are contrib/dashboard/index.html, app.js, app.css and favicon.svg; the
+ * table is proxy/dashboard_assets.c, generated from them by contrib/dashboard/embed.sh
+ * (make regenerates it when a source is newer; it is checked in). The data are static and
  * read-only: nothing to free, safe to call from any context. proxy/admin serves them
  * with its own headers (Content-Security-Policy, Cache-Control: no-store, ...); the
  * page needs no other file and no other origin.
@@ -15,7 +15,7 @@
 #include <stddef.h>
 
 struct dashboard_asset {
-    const char *path;          /* "/", "/app.js", "/app.css" */
+    const char *path;          /* "/", "/app.js", "/app.css", "/favicon.svg" */
     const char *type;          /* the Content-Type to send, with its charset */
     const unsigned char *data; /* the bytes to send (not NUL-terminated for the reader) */
     size_t len;                /* bytes */

@@ -3,7 +3,7 @@
 
     devserver.py [--port 9902] [--admin 127.0.0.1:9901 | --fake]
 
-Serves index.html, app.js and app.css from this directory as they are on disk (edit,
+Serves index.html, app.js, app.css and favicon.svg from this directory as they are on disk (edit,
 reload the browser) with the admin listener's headers (the same Content-Security-Policy,
 Cache-Control: no-store, nosniff, no-referrer), and /status and /metrics either
   --admin HOST:PORT   from a running sluice's admin listener (proxied), or
@@ -35,6 +35,7 @@ ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml; charset=utf-8"),
 }
 HISTORY_MAX = 300
 
