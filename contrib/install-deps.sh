@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what sluice needs on a Debian-like machine, only what is missing.
 #   install-deps.sh run     build and run
-#   install-deps.sh test    + the test tools (default), clang and libFuzzer for the fuzz harnesses
+#   install-deps.sh test    + the test tools (default), clang and libFuzzer for the fuzz harnesses,
+#                           chromium for the dashboard's browser tests
 #   install-deps.sh bench   + the load generator and nginx for comparison
 # Without apt-get, prints the list to install by hand and fails.
 set -e
@@ -11,8 +12,9 @@ build="gcc make pkg-config libevent-dev libssl-dev libyaml-dev libhiredis-dev li
 run="$build python3 curl"
 # libFuzzer and the ASan/UBSan runtimes for clang are in libclang-rt-14-dev, which clang
 # only recommends (and recommends are not installed): name it.
+# chromium: the dashboard's browser tests (headless, driven over the DevTools protocol).
 test="$run libcmocka-dev python3-pytest openssl redis-server python3-prometheus-client groff-base systemd \
-  clang libclang-rt-14-dev"
+  clang libclang-rt-14-dev chromium"
 bench="$run wrk nginx-light openssl redis-server"
 case "$what" in
   run) want=$run ;;
