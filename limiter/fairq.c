@@ -442,11 +442,18 @@ static void table_grow(struct fairq *q)
     q->nbuckets = n;
 }
 
+/* Whether `f` (on the idle list) has been idle for key_idle_ns: expire_some() looks at it. */
+static int idle_due(const struct fairq *q, const struct fairq_flow *f, uint64_t now_ns)
+{
+    return now_ns >= f->idle_since_ns && now_ns - f->idle_since_ns >= q->idle_ns;
+}
+
+/* Keep fairq_flow_peek() in step with any change here. */
 static void expire_some(struct fairq *q, uint64_t now_ns, unsigned n)
 {
     while (n-- > 0) {
         struct fairq_flow *f = q->lru_head;
-        if (f == NULL || now_ns - f->idle_since_ns < q->idle_ns || now_ns < f->idle_since_ns)
+        if (f == NULL || !idle_due(q, f, now_ns))
             return;
         if (flow_stateless(q, f, now_ns)) {
             flow_destroy(q, f);
@@ -620,6 +627,7 @@ int fairq_reconfigure(struct fairq *q, const struct fairq_config *cfg, uint64_t 
 
 /* ---- flows: look-up ---- */
 
+/* Keep fairq_flow_peek() in step with any change here. */
 struct fairq_flow *fairq_flow_get(struct fairq *q, const char *key, size_t key_len, uint64_t now_ns)
 {
     if (key == NULL || key_len == 0)
@@ -666,6 +674,42 @@ struct fairq_flow *fairq_flow_find(const struct fairq *q, const char *key, size_
     return flow_lookup(q, key, key_len, siphash13(q->seed, (const unsigned char *)key, key_len));
 }
 
+const struct fairq_flow *fairq_flow_peek(const struct fairq *q, const char *key, size_t key_len,
+                                         uint64_t now_ns)
+{
+    const struct fairq_flow *freed[FAIRQ_EXPIRE_PER_CALL];
+    size_t nfreed = 0;
+
+    if (key == NULL || key_len == 0)
+        return q->dflt;
+    if (key_len > FAIRQ_MAX_KEY_LEN)
+        return q->overflow;
+    /* expire_some() on a virtual idle list: `head` is where its head would be. A flow it
+     * would move to the tail has state and is idle since now, so the walk stops at it if
+     * the list comes round to it again. */
+    const struct fairq_flow *head = q->lru_head;
+    for (unsigned n = 0; n < FAIRQ_EXPIRE_PER_CALL; n++) {
+        if (head == NULL || !idle_due(q, head, now_ns))
+            break;
+        if (flow_stateless(q, head, now_ns))
+            freed[nfreed++] = head;
+        head = head->lnext;
+    }
+    uint64_t hash = siphash13(q->seed, (const unsigned char *)key, key_len);
+    const struct fairq_flow *f = flow_lookup(q, key, key_len, hash);
+    for (size_t i = 0; i < nfreed && f != NULL; i++) {
+        if (freed[i] == f)
+            return NULL; /* expired first, then made afresh */
+    }
+    if (f != NULL)
+        return f;
+    if (q->nkeys - nfreed < q->max_keys)
+        return NULL;
+    /* At the cap: get recycles the idle list's head if it holds no state. With `head` NULL
+     * that head is a flow moved above (it has state) or there is none. */
+    return head != NULL && flow_stateless(q, head, now_ns) ? NULL : q->overflow;
+}
+
 /* The flow a released waiter came from, if it still exists; else one made since for the
  * same key (same seeded 64-bit hash: a pause set for the key after its flow expired must
  * hold its requeued waiter too); else the overflow flow. */
@@ -691,9 +735,9 @@ int fairq_flow_full(const struct fairq *q, const struct fairq_flow *f)
     return q->share != 0 && f->nqueued >= q->share;
 }
 
-size_t fairq_flow_len(const struct fairq_flow *f) { return f->nqueued; }
+size_t fairq_flow_len(const struct fairq_flow *f) { return f != NULL ? f->nqueued : 0; }
 
-uint64_t fairq_flow_cost(const struct fairq_flow *f) { return f->cost_queued; }
+uint64_t fairq_flow_cost(const struct fairq_flow *f) { return f != NULL ? f->cost_queued : 0; }
 
 const struct waiter *fairq_flow_head(const struct fairq_flow *f)
 {
@@ -716,8 +760,17 @@ uint64_t fairq_flow_wait_ns(const struct fairq *q, const struct fairq_flow *f, u
 {
     uint64_t wait = 0;
 
-    for (size_t i = 0; i < q->nkey_limits; i++)
-        wait = max_u64(wait, bucket_wait_ns(&f->kb[i], cost, now_ns));
+    for (size_t i = 0; i < q->nkey_limits; i++) {
+        const struct bucket *b = f != NULL ? &f->kb[i] : NULL;
+        struct bucket fresh;
+        if (b == NULL) {
+            /* A new flow's bucket: the configured limit (the default flow has it), full. */
+            fresh = q->dflt->kb[i];
+            fresh.tat_ns = fresh.last_ns = now_ns;
+            b = &fresh;
+        }
+        wait = max_u64(wait, bucket_wait_ns(b, cost, now_ns));
+    }
     return wait;
 }
 

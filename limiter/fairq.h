@@ -46,7 +46,8 @@
  *
  * Complexity: get (hash look-up, seeded SipHash so clients cannot choose colliding keys),
  * push, push_head, remove, select, commit: O(1) amortised plus O(log n) when a flow is
- * parked or unparked; front and wake: O(FAIRQ_MAX_CLASSES) and O(1). Reconfigure: O(flows).
+ * parked or unparked; front and wake: O(FAIRQ_MAX_CLASSES) and O(1); peek as get.
+ * Reconfigure: O(flows).
  * Memory: about 450 bytes per flow plus its key; the hash table and the parked heap grow
  * with the number of flows (bounded by max_keys), never per request.
  */
@@ -120,10 +121,22 @@ struct fairq_flow *fairq_flow_get(struct fairq *q, const char *key, size_t key_l
  * nothing, expires nothing. */
 struct fairq_flow *fairq_flow_find(const struct fairq *q, const char *key, size_t key_len);
 
+/* The flow fairq_flow_get(q, key, key_len, now_ns) would return, changing nothing (no flow
+ * made, expired, recycled or moved on the idle list): an existing flow, the overflow flow
+ * where get would put the key there (too long; at max_keys with no flow to recycle after
+ * the idle expiry get runs first), or NULL where get would make a new flow (or recycle
+ * one into it), which starts empty: nothing queued, full per-key buckets, no pause. The
+ * fairq_flow_len, _cost, _paused_until and _wait_ns observers take that NULL as such a
+ * flow. Out of memory in get (which gives the overflow flow) is not foreseen. O(1)
+ * amortised, as get. */
+const struct fairq_flow *fairq_flow_peek(const struct fairq *q, const char *key, size_t key_len,
+                                         uint64_t now_ns);
+
 /* Whether `f` holds key_queue_share waiters already (always 0 without a share). */
 int fairq_flow_full(const struct fairq *q, const struct fairq_flow *f);
+/* Waiters queued in `f` and the tokens they need (NULL: a new flow, 0). */
 size_t fairq_flow_len(const struct fairq_flow *f);
-uint64_t fairq_flow_cost(const struct fairq_flow *f); /* tokens its waiters need */
+uint64_t fairq_flow_cost(const struct fairq_flow *f);
 /* The first waiter of its highest non-empty class, or NULL. */
 const struct waiter *fairq_flow_head(const struct fairq_flow *f);
 /* The key bytes and length ("" / 0 for the default flow). */
@@ -136,7 +149,8 @@ void fairq_flow_pause_until(struct fairq *q, struct fairq_flow *f, uint64_t unti
                             uint64_t now_ns);
 /* The end of f's pause as set (possibly past); 0 if never paused or f is NULL. */
 uint64_t fairq_flow_paused_until(const struct fairq_flow *f);
-/* Time until every per-key bucket of `f` grants `cost` (0 without per-key limits). */
+/* Time until every per-key bucket of `f` grants `cost` (0 without per-key limits; NULL: a
+ * new flow's full buckets). */
 uint64_t fairq_flow_wait_ns(const struct fairq *q, const struct fairq_flow *f, uint64_t cost,
                             uint64_t now_ns);
 /* Tokens of per-key limit `i` of `f` now (0 for an index out of range). */
