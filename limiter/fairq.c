@@ -153,6 +153,12 @@ static struct fairq_flow *flow_of(struct fairq_sub *s)
     return (struct fairq_flow *)((char *)(s - s->cls) - offsetof(struct fairq_flow, sub));
 }
 
+static const struct fairq_flow *flow_of_const(const struct fairq_sub *s)
+{
+    return (const struct fairq_flow *)((const char *)(s - s->cls) -
+                                       offsetof(struct fairq_flow, sub));
+}
+
 static uint64_t quantum_of(const struct fairq *q) { return q->quantum ? q->quantum : q->max_cost; }
 
 /* Whether `f` is paused at now_ns. */
@@ -1066,6 +1072,48 @@ void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns, uint64_t s
 uint64_t fairq_parked_wake_ns(const struct fairq *q)
 {
     return q->nheap > 0 ? q->heap[0]->due_ns : FAIRQ_NEVER;
+}
+
+/* ---- walking the active flows ---- */
+
+void fairq_iter_init(struct fairq_iter *it) { memset(it, 0, sizeof(*it)); }
+
+/* The first non-empty class of `f`: the one sub through which a walk reports it. */
+static const struct fairq_sub *flow_first_sub(const struct fairq_flow *f)
+{
+    for (unsigned c = 0; c < FAIRQ_MAX_CLASSES; c++) {
+        if (f->sub[c].head != NULL)
+            return &f->sub[c];
+    }
+    return NULL;
+}
+
+const struct fairq_flow *fairq_iter_next(const struct fairq *q, struct fairq_iter *it)
+{
+    for (;;) {
+        const struct fairq_sub *s;
+        if (it->cls < FAIRQ_MAX_CLASSES) {
+            const struct fairq_sub *front = q->ring[it->cls].front;
+            s = it->next != NULL ? it->next : front;
+            if (s == NULL) {
+                it->cls++;
+                continue;
+            }
+            it->next = s->rnext;
+            if (it->next == front) {
+                it->cls++;
+                it->next = NULL;
+            }
+        } else if (it->heap_idx < q->nheap) {
+            s = q->heap[it->heap_idx++];
+        } else {
+            return NULL;
+        }
+        /* Every non-empty sub is in one ring or in the heap: report each flow once. */
+        const struct fairq_flow *f = flow_of_const(s);
+        if (flow_first_sub(f) == s)
+            return f;
+    }
 }
 
 size_t fairq_nkeys(const struct fairq *q) { return q->nkeys; }

@@ -46,8 +46,9 @@
  *
  * Complexity: get (hash look-up, seeded SipHash so clients cannot choose colliding keys),
  * push, push_head, remove, select, commit: O(1) amortised plus O(log n) when a flow is
- * parked or unparked; front and wake: O(FAIRQ_MAX_CLASSES) and O(1); peek as get.
- * Reconfigure: O(flows).
+ * parked or unparked; front and wake: O(FAIRQ_MAX_CLASSES) and O(1); peek as get; a walk
+ * over the active flows (fairq_iter) O(active flows), never the idle ones. Reconfigure:
+ * O(flows).
  * Memory: about 450 bytes per flow plus its key; the hash table and the parked heap grow
  * with the number of flows (bounded by max_keys), never per request.
  */
@@ -60,6 +61,7 @@
 struct waiter;
 struct fairq;
 struct fairq_flow;
+struct fairq_sub;
 
 #define FAIRQ_MAX_CLASSES      4
 #define FAIRQ_MAX_KEY_LIMITS   4
@@ -196,6 +198,21 @@ void fairq_commit(struct fairq *q, struct waiter *w, uint64_t now_ns, uint64_t s
 
 /* When the earliest parked flow is due (FAIRQ_NEVER if none). */
 uint64_t fairq_parked_wake_ns(const struct fairq *q);
+
+/* A walk over the flows holding waiters (fairq_active_flows() of them), each once, in no
+ * particular order, without visiting idle flows: the rings and the parked heap hold exactly
+ * the active flows' non-empty classes. Start with fairq_iter_init(); fairq_iter_next()
+ * gives the next flow or NULL at the end. O(active flows x classes) for a whole walk, no
+ * allocation. The walk is valid only while `q` is not changed (any call but the const
+ * observers ends it). The fields are the walk's own. */
+struct fairq_iter {
+    unsigned cls;                 /* ring being walked; FAIRQ_MAX_CLASSES: the parked heap */
+    const struct fairq_sub *next; /* next sub in that ring; NULL: its front */
+    size_t heap_idx;              /* next index in the parked heap */
+};
+
+void fairq_iter_init(struct fairq_iter *it);
+const struct fairq_flow *fairq_iter_next(const struct fairq *q, struct fairq_iter *it);
 
 /* Observers: keyed flows allocated (the two permanent ones not counted), flows holding
  * waiters (permanent ones counted), and flows parked for their own tokens. */
