@@ -366,7 +366,8 @@ static uint64_t pause_end(const struct dispatch *d, const struct fairq_flow *f, 
     return end;
 }
 
-/* The predicted wait of a newcomer of cost `cost` in flow `f` (see dispatch_submit_key). */
+/* The predicted wait of a newcomer of cost `cost` in flow `f` (see dispatch_submit_key; NULL:
+ * a flow not made yet, as fairq_flow_peek gives). */
 static uint64_t dispatch_predict(const struct dispatch *d, const struct fairq_flow *f,
                                  uint64_t cost, uint64_t now)
 {
@@ -394,6 +395,19 @@ static uint64_t dispatch_predict(const struct dispatch *d, const struct fairq_fl
             wait = d->budget_reset_ns - now;
     }
     return wait;
+}
+
+/* Admission's estimate for a newcomer of `cost` (>= 1) in flow `f` (NULL: a flow not made
+ * yet) at the dispatcher's time `now`: DISPATCH_NEVER when some limit's or key limit's burst
+ * is below the cost (no wait would grant it), else dispatch_predict(). The one code path of
+ * both dispatch_admit() and dispatch_predict_wait_ns(). A prediction that saturates at
+ * DISPATCH_NEVER (centuries) reads as never too. */
+static uint64_t admission_wait(const struct dispatch *d, const struct fairq_flow *f, uint64_t cost,
+                               uint64_t now)
+{
+    if (dispatch_cost_too_big(d, cost) || fairq_cost_too_big(d->fq, cost))
+        return DISPATCH_NEVER;
+    return dispatch_predict(d, f, cost, now);
 }
 
 static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, const char *key,
@@ -460,14 +474,13 @@ static enum dispatch_admit dispatch_admit(struct dispatch *d, struct waiter *w, 
         return DISPATCH_FULL;
     }
 
-    if (dispatch_cost_too_big(d, w->cost) || fairq_cost_too_big(d->fq, w->cost)) {
+    /* Every token the flows ahead need comes out of the same buckets first. */
+    uint64_t predicted = admission_wait(d, f, w->cost, now);
+    out->predicted_wait_ns = predicted;
+    if (predicted == DISPATCH_NEVER) {
         out->retry_after_ns = DISPATCH_NEVER;
         return DISPATCH_LATE;
     }
-
-    /* Every token the flows ahead need comes out of the same buckets first. */
-    uint64_t predicted = dispatch_predict(d, f, w->cost, now);
-    out->predicted_wait_ns = predicted;
     if (predicted > d->max_wait_ns) {
         /* While a pause holds this key, coming back before it ends would only meet the same
          * refusal (or the upstream's): never sooner than its end. */
@@ -775,6 +788,15 @@ int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaini
     if (reset_ns != NULL)
         *reset_ns = d->budget_reset_ns;
     return 1;
+}
+
+uint64_t dispatch_predict_wait_ns(const struct dispatch *d, const char *key, size_t key_len,
+                                  uint32_t cost, uint64_t now_ns)
+{
+    uint64_t now = dispatch_time(d, now_ns);
+    const struct fairq_flow *f = fairq_flow_peek(d->fq, key, key_len, now);
+
+    return admission_wait(d, f, cost != 0 ? cost : 1, now);
 }
 
 /* The lease of limit idx if it is shared, else NULL. */

@@ -205,7 +205,8 @@ struct dispatch_admission {
     uint64_t retry_after_ns;    /* on FULL and LATE, as dispatch_submit's *retry_after_ns;
                                    for a full key: when that key's first waiter should leave */
     uint64_t predicted_wait_ns; /* the wait estimate used for admission (all verdicts but a
-                                   full queue or key, where it is 0) */
+                                   full queue or key, where it is 0; DISPATCH_NEVER for a
+                                   cost above a burst): dispatch_predict_wait_ns() */
     int key_full;               /* on FULL: 1 if the waiter's flow holds key_queue_share
                                    waiters (other keys still get in), 0 if the queue is full */
 };
@@ -346,6 +347,21 @@ uint64_t dispatch_key_paused_until(const struct dispatch *d, const char *key, si
 /* Whether a budget applies at now_ns, and if so the requests left and the reset time. */
 int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
                     uint64_t *reset_ns);
+
+/* Observers for the status page and the dashboard (issue 12). Read-only: it creates no
+ * flow, expires none and does not move the dispatcher's clock. Not for the request path. */
+
+/* The wait dispatch_submit_key() would predict for a request of `key` (NULL or 0: the default
+ * flow) and `cost` (0 counts as 1) arriving at now_ns, by the same code: every limit, the
+ * fair share among the flows with waiters, the key's own limits, pauses (upstream-wide and
+ * the key's), the budget and shared limits' leases. A key without a flow is predicted as
+ * the flow admission would give it (a new one, or the overflow flow at max_keys or for a
+ * key over 256 bytes). DISPATCH_NEVER when some limit's or key limit's burst is below the
+ * cost. A full queue or key is not considered (dispatch_queue_len, dispatch_key_queue_len
+ * tell), nor is max_wait: the answer may exceed it (admission would refuse as LATE). O(1)
+ * amortised (one hash look-up). */
+uint64_t dispatch_predict_wait_ns(const struct dispatch *d, const char *key, size_t key_len,
+                                  uint32_t cost, uint64_t now_ns);
 
 /* Shared limits, for the proxy's store client. `idx` is the limit's index in
  * dispatch_config.limits; for a limit that is not shared (or out of range) the calls do nothing

@@ -1,7 +1,7 @@
 /*
  * tests/unit/test_dispatch: limiter/dispatch (with the real bucket and queue) against a
  * fake clock: admission, release order and timing, in-flight cap, expiry, cancel,
- * reconfigure and requeue.
+ * reconfigure and requeue, shared limits, and the predicted wait against admission's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1472,6 +1472,123 @@ static void test_shared_three_dispatchers(void **state)
         drain_free(d[i]);
 }
 
+/* ---------------------------------------------------------------- predicted wait (issue 12) */
+
+/* dispatch_predict_wait_ns() for `x` now, then its submit: the prediction is what admission
+ * reports, and asking twice gives the same (it changed nothing). Returns the verdict. */
+static enum dispatch_admit predict_then_submit(struct dispatch *d, struct waiter *x,
+                                               uint64_t *predicted)
+{
+    struct dispatch_admission adm;
+    size_t len = dispatch_queue_len(d);
+    uint64_t p = dispatch_predict_wait_ns(d, NULL, 0, x->cost, fake_now());
+
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, x->cost, fake_now()), p);
+    assert_int_equal(dispatch_queue_len(d), len);
+    enum dispatch_admit a = dispatch_submit_key(d, x, NULL, 0, fake_now(), &adm);
+    assert_int_not_equal(a, DISPATCH_FULL);
+    assert_int_equal(adm.predicted_wait_ns, p);
+    if (predicted != NULL)
+        *predicted = p;
+    return a;
+}
+
+/* The prediction equals the next submit's on the unkeyed path, in each state: empty, a
+ * backlog through two limits, requests in flight (not counted), a pause, a budget; a cost
+ * above a burst is DISPATCH_NEVER (LATE, no Retry-After); a cost of 0 counts as 1. A later
+ * `now` in a prediction does not move the dispatcher's clock. */
+static void test_predict_wait_unkeyed(void **state)
+{
+    const struct dispatch_limit lim[] = {{10, 3}, {4, 5}};
+    struct dispatch *d = make(lim, 2, 1, 100, 5 * NS_PER_SEC);
+    uint64_t p, t0 = fake_now();
+    int i;
+
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, 1, fake_now()), 0);
+    assert_true(dispatch_predict_wait_ns(d, NULL, 0, 1, t0 + 60 * NS_PER_SEC) == 0);
+    assert_int_equal(predict_then_submit(d, &w[0], &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 0);
+    assert_int_equal(w[0].deadline_ns, t0 + 5 * NS_PER_SEC); /* the clock did not move */
+
+    /* A backlog: 11 tokens, the slower limit decides (4/s burst 5: 2.75 s - 1.25 s; 10/s
+     * burst 3: 0.8 s). */
+    for (i = 1; i < 8; i++)
+        assert_int_equal(predict_then_submit(d, &w[i], NULL), DISPATCH_QUEUED);
+    w[8].cost = 3;
+    assert_int_equal(predict_then_submit(d, &w[8], &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 1500 * NS_PER_MS);
+    /* Cost 0 is 1: one more token, 250 ms more. */
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, 0, fake_now()), 1750 * NS_PER_MS);
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, 1, fake_now()), 1750 * NS_PER_MS);
+
+    /* Some released, one in flight at max_in_flight: not part of the prediction. */
+    assert_int_equal(release_all(d), 1);
+    fake_advance_ms(300);
+    assert_int_equal(predict_then_submit(d, &w[9], NULL), DISPATCH_QUEUED);
+    dispatch_done(d);
+    assert_int_equal(release_all(d), 1);
+    assert_int_equal(predict_then_submit(d, &w[10], NULL), DISPATCH_QUEUED);
+
+    /* A pause: the tokens are counted from its end. */
+    dispatch_pause_until(d, fake_now() + 2 * NS_PER_SEC);
+    assert_int_equal(predict_then_submit(d, &w[11], &p), DISPATCH_QUEUED);
+    assert_true(p > 2 * NS_PER_SEC);
+    dispatch_pause_until(d, fake_now() + 4 * NS_PER_SEC);
+    assert_int_equal(predict_then_submit(d, &w[16], &p), DISPATCH_LATE); /* past max_wait */
+    assert_true(p > 5 * NS_PER_SEC);
+    fake_advance_ms(4500);
+    dispatch_done(d);
+    assert_true(release_all(d) >= 1);
+    assert_int_equal(predict_then_submit(d, &w[12], NULL), DISPATCH_QUEUED);
+
+    /* A budget that runs out before this request: the reset. */
+    dispatch_set_budget(d, 0, fake_now() + 4 * NS_PER_SEC);
+    assert_int_equal(predict_then_submit(d, &w[13], &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 4 * NS_PER_SEC);
+
+    /* A cost no burst covers: never, and admission says so too. */
+    w[14].cost = 6;
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, 6, fake_now()), DISPATCH_NEVER);
+    assert_int_equal(predict_then_submit(d, &w[14], NULL), DISPATCH_LATE);
+    uint64_t retry = 0;
+    assert_int_equal(dispatch_submit(d, &w[14], fake_now(), &retry), DISPATCH_LATE);
+    assert_int_equal(retry, DISPATCH_NEVER);
+
+    /* Cost 0 is 1. */
+    w[15].cost = 0;
+    assert_int_equal(dispatch_predict_wait_ns(d, NULL, 0, 0, fake_now()),
+                     dispatch_predict_wait_ns(d, NULL, 0, 1, fake_now()));
+    assert_int_equal(predict_then_submit(d, &w[15], NULL), DISPATCH_QUEUED);
+    drain_free(d);
+}
+
+/* With a shared limit the prediction follows the lease (slots held, then rate / n), as
+ * admission does; a full queue is not part of it (the depth tells). */
+static void test_predict_wait_shared(void **state)
+{
+    const struct dispatch_limit lim[] = {{30, 1}};
+    struct dispatch *d = make_shared(lim, 1, 1, 10, 2 * NS_PER_SEC);
+    uint64_t p;
+    int i = 0;
+
+    /* Before any reply: n = 1, a slot every 33.3 ms. */
+    assert_int_equal(predict_then_submit(d, &w[i++], &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 33333334);
+    struct lease_reply none = {.slots = 0, .instances = 3};
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &none);
+    assert_int_equal(predict_then_submit(d, &w[i++], &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 2 * 3 * 33333334ull);
+    struct lease_reply r = slots(4, 10 * NS_PER_MS, 33333334, 3);
+    dispatch_lease_grant(d, 0, fake_now(), fake_now(), &r);
+    while (i < 10)
+        assert_int_equal(predict_then_submit(d, &w[i++], NULL), DISPATCH_QUEUED);
+    /* Full: admission says FULL (and predicts nothing); the prediction is still the wait. */
+    p = dispatch_predict_wait_ns(d, NULL, 0, 1, fake_now());
+    assert_true(p > 0 && p != DISPATCH_NEVER);
+    assert_int_equal(dispatch_submit(d, &w[i], fake_now(), NULL), DISPATCH_FULL);
+    drain_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1514,6 +1631,8 @@ int main(void)
         cmocka_unit_test_setup(test_shared_reconfigure, setup),
         cmocka_unit_test_setup(test_shared_cancel_expiry, setup),
         cmocka_unit_test_setup(test_shared_three_dispatchers, setup),
+        cmocka_unit_test_setup(test_predict_wait_unkeyed, setup),
+        cmocka_unit_test_setup(test_predict_wait_shared, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,8 @@
  * and queue) against a fake clock: round robin across keys, cost weighting, per-key limits,
  * per-key queue share, priorities and the starvation guard, the key cap with its overflow
  * flow and idle expiry, the upstream's pause and budget, deadlines in arrival order while
- * release order is fair, cancel, requeue and reconfigure.
+ * release order is fair, cancel, requeue and reconfigure; the dashboard's predicted wait
+ * against admission's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -989,6 +990,318 @@ static void test_key_pause_classes_and_reconfigure(void **state)
     dispatch_free(d);
 }
 
+/* ---------------------------------------------------------------- observers (issue 12) */
+
+/* dispatch_predict_wait_ns() for w[i] (its cost) and `key` (key_len bytes) now, checked to
+ * change nothing: the same answer twice, no flow made or expired, nothing moved. */
+static uint64_t predict_quiet(struct dispatch *d, int i, const char *key, size_t key_len)
+{
+    size_t nkeys = dispatch_nkeys(d), active = dispatch_active_flows(d);
+    size_t parked = dispatch_parked_flows(d), len = dispatch_queue_len(d);
+    size_t klen = dispatch_key_queue_len(d, key, key_len);
+    uint64_t p = dispatch_predict_wait_ns(d, key, key_len, w[i].cost, fake_now());
+
+    assert_int_equal(dispatch_predict_wait_ns(d, key, key_len, w[i].cost, fake_now()), p);
+    assert_int_equal(dispatch_nkeys(d), nkeys);
+    assert_int_equal(dispatch_active_flows(d), active);
+    assert_int_equal(dispatch_parked_flows(d), parked);
+    assert_int_equal(dispatch_queue_len(d), len);
+    assert_int_equal(dispatch_key_queue_len(d, key, key_len), klen);
+    return p;
+}
+
+/* The prediction for w[i] under `key`, then its submit: admission reports the same wait.
+ * Returns the verdict (never FULL here); the prediction in *predicted if non-NULL. */
+static enum dispatch_admit predict_submit_len(struct dispatch *d, int i, const char *key,
+                                              size_t key_len, uint64_t *predicted)
+{
+    struct dispatch_admission adm;
+    uint64_t p = predict_quiet(d, i, key, key_len);
+    enum dispatch_admit a = dispatch_submit_key(d, &w[i], key, key_len, fake_now(), &adm);
+
+    assert_int_not_equal(a, DISPATCH_FULL);
+    assert_int_equal(adm.predicted_wait_ns, p);
+    if (p == DISPATCH_NEVER) {
+        assert_int_equal(a, DISPATCH_LATE);
+        assert_int_equal(adm.retry_after_ns, DISPATCH_NEVER);
+    }
+    if (a == DISPATCH_QUEUED)
+        wkey[i] = key;
+    if (predicted != NULL)
+        *predicted = p;
+    return a;
+}
+
+static enum dispatch_admit predict_submit(struct dispatch *d, int i, const char *key,
+                                          uint64_t *predicted)
+{
+    return predict_submit_len(d, i, key, key != NULL ? strlen(key) : 0, predicted);
+}
+
+/* The same, then the waiter taken back out (a probe of the state as it is). */
+static uint64_t predict_probe(struct dispatch *d, int i, const char *key)
+{
+    uint64_t p;
+
+    predict_submit(d, i, key, &p);
+    dispatch_cancel(d, &w[i]);
+    return p;
+}
+
+/* A key never used before, each call a new one. */
+static const char *fresh_key(void)
+{
+    static char names[64][16];
+    static unsigned n;
+
+    snprintf(names[n % 64], sizeof(names[0]), "fresh%u", n);
+    return names[n++ % 64];
+}
+
+/* A prediction is what the next submit predicts, over many states with keys: empty, a
+ * backlog, several keys of different costs, the default flow, a new key, per-key limits,
+ * a key's pause (also set before its first request), the upstream's pause, a budget, a
+ * cost above a key limit's burst or the upstream's (DISPATCH_NEVER), cost 0. */
+static void test_predict_wait_keys(void **state)
+{
+    const struct dispatch_limit klim[] = {{2, 3}};
+    struct dispatch_fair_config fair = {.key_limits = klim, .nkey_limits = 1};
+    struct dispatch *d = make(10, 4, 1000, 30 * NS_PER_SEC, &fair);
+    int order[16], i = 0;
+    uint64_t p;
+
+    /* Empty. */
+    assert_int_equal(predict_probe(d, i++, "A"), 0);
+    assert_int_equal(predict_probe(d, i++, NULL), 0);
+    /* A backlog in A: its own limit (2/s burst 3) decides, (n - 3) / 2 s for the n-th. */
+    for (int n = 1; n <= 10; n++) {
+        assert_int_equal(predict_submit(d, i++, "A", &p), DISPATCH_QUEUED);
+        assert_int_equal(p, n <= 3 ? 0 : (uint64_t)(n - 3) * NS_PER_SEC / 2);
+    }
+    /* Several keys, costs 2, and the default flow: the fair share. */
+    for (int n = 0; n < 4; n++) {
+        w[i].cost = 2;
+        assert_int_equal(predict_submit(d, i++, "B", NULL), DISPATCH_QUEUED);
+    }
+    for (int n = 0; n < 3; n++)
+        assert_int_equal(predict_submit(d, i++, NULL, NULL), DISPATCH_QUEUED);
+    const char *probes[] = {"A", "B", "C", NULL, "a new key"};
+    for (size_t k = 0; k < sizeof(probes) / sizeof(probes[0]); k++) {
+        predict_probe(d, i++, probes[k]);
+        w[i].cost = 3;
+        predict_probe(d, i++, probes[k]);
+    }
+    predict_probe(d, i++, fresh_key());
+    /* A key's pause, on a flow with waiters and on a key with no flow yet. */
+    dispatch_pause_key_until(d, "B", 1, fake_now() + 5 * NS_PER_SEC);
+    dispatch_pause_key_until(d, "P", 1, fake_now() + 40 * NS_PER_SEC);
+    assert_true(predict_probe(d, i++, "B") >= 5 * NS_PER_SEC);
+    assert_int_equal(predict_submit(d, i++, "P", &p), DISPATCH_LATE);
+    assert_int_equal(p, 40 * NS_PER_SEC);
+    predict_probe(d, i++, "A");
+    /* Releases over time. */
+    release_timed(d, order, 8);
+    for (size_t k = 0; k < sizeof(probes) / sizeof(probes[0]); k++)
+        predict_probe(d, i++, probes[k]);
+    predict_probe(d, i++, fresh_key());
+    /* The upstream's pause, then a budget that runs out (the reset counts). */
+    dispatch_pause_until(d, fake_now() + 2 * NS_PER_SEC);
+    for (size_t k = 0; k < sizeof(probes) / sizeof(probes[0]); k++)
+        assert_true(predict_probe(d, i++, probes[k]) >= 2 * NS_PER_SEC);
+    predict_probe(d, i++, fresh_key());
+    fake_advance_ms(2000);
+    dispatch_set_budget(d, 1, fake_now() + 8 * NS_PER_SEC);
+    for (size_t k = 0; k < sizeof(probes) / sizeof(probes[0]); k++)
+        predict_probe(d, i++, probes[k]);
+    predict_probe(d, i++, fresh_key());
+    assert_int_equal(predict_probe(d, i++, "A"), 8 * NS_PER_SEC);
+    /* Costs no burst covers: the key limit's (3), the upstream's (4). */
+    w[i].cost = 4;
+    assert_int_equal(predict_submit(d, i++, "C", &p), DISPATCH_LATE);
+    assert_int_equal(p, DISPATCH_NEVER);
+    w[i].cost = 5;
+    assert_int_equal(predict_submit(d, i++, NULL, &p), DISPATCH_LATE);
+    assert_int_equal(p, DISPATCH_NEVER);
+    assert_int_equal(dispatch_predict_wait_ns(d, "zz", 2, 4, fake_now()), DISPATCH_NEVER);
+    /* Cost 0 counts as 1. */
+    w[i].cost = 0;
+    assert_int_equal(dispatch_predict_wait_ns(d, "A", 1, 0, fake_now()),
+                     dispatch_predict_wait_ns(d, "A", 1, 1, fake_now()));
+    predict_probe(d, i++, "A");
+    drain_free(d);
+
+    /* A new key's own buckets are full, whatever the default flow's (3 tokens spent: 1.5 s
+     * at 2/s); the upstream's 10/s burst 4 has 1 token left, 6 needed for two flows. */
+    d = make(10, 4, 1000, 30 * NS_PER_SEC, &fair);
+    w[i].cost = 3;
+    submit_ok(d, i, NULL);
+    assert_ptr_equal(dispatch_next(d, fake_now()), &w[i++]);
+    dispatch_done(d);
+    w[i].cost = 3;
+    assert_int_equal(predict_submit(d, i++, NULL, &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 1500 * NS_PER_MS);
+    w[i].cost = 3;
+    assert_int_equal(predict_submit(d, i++, fresh_key(), &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 500 * NS_PER_MS);
+    drain_free(d);
+}
+
+/* A key without a flow is predicted as admission would place it: in the overflow flow when
+ * at max_keys with no flow to recycle, or for a key over 256 bytes; in a flow of its own
+ * when an idle flow holding no state can be recycled or expires first. The prediction
+ * itself neither expires nor recycles anything, and does not move the clock. */
+static void test_predict_wait_key_cap(void **state)
+{
+    const struct dispatch_limit klim[] = {{1, 1}};
+    struct dispatch_fair_config fair = {
+        .key_limits = klim, .nkey_limits = 1, .max_keys = 2, .key_idle_ns = NS_PER_SEC};
+    struct dispatch *d = make(100, 10, 1000, 60 * NS_PER_SEC, &fair);
+    int order[8], i = 0;
+    char longkey[300];
+    uint64_t p;
+
+    submit_ok(d, i++, "A");
+    submit_ok(d, i++, "A");
+    submit_ok(d, i++, "B");
+    /* At the cap, both keys busy: X goes to the overflow flow, then Y joins it there (1/s
+     * burst 1 for the flow: its second token 1 s out, where a flow of its own says 0). */
+    assert_int_equal(predict_submit(d, i++, "X", &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 0);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 1);
+    assert_int_equal(predict_submit(d, i++, "Y", &p), DISPATCH_QUEUED);
+    assert_int_equal(p, NS_PER_SEC);
+    memset(longkey, 'x', sizeof(longkey));
+    assert_int_equal(predict_submit_len(d, i++, longkey, sizeof(longkey), &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 2 * NS_PER_SEC);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 3);
+
+    /* B's client leaves: B holds no state (never released), so a new key recycles it. */
+    dispatch_cancel(d, &w[2]);
+    assert_int_equal(predict_submit(d, i, "Z", &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 0);
+    assert_int_equal(dispatch_key_queue_len(d, "Z", 1), 1);
+    assert_int_equal(dispatch_key_queue_len(d, "B", 1), 0);
+    i++;
+
+    /* One release per flow (burst 1 each): Z goes idle with its bucket spent, so it
+     * cannot be recycled: W goes to the overflow flow. */
+    assert_int_equal(release_now(d, order, 8), 3);
+    assert_int_equal(dispatch_key_queue_len(d, "Z", 1), 0);
+    assert_int_equal(predict_submit(d, i++, "W", &p), DISPATCH_QUEUED);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 3);
+    assert_int_equal(p, 3 * NS_PER_SEC); /* its bucket spent: 3 tokens 1 s apart from +1 s */
+
+    /* 1.5 s on, Z has been idle long enough with a full bucket: a keyed submit expires it
+     * first, so a new key gets a flow of its own; the prediction expires nothing itself. */
+    fake_advance_ms(1500);
+    assert_int_equal(dispatch_nkeys(d), 2);
+    p = predict_quiet(d, i, "V", 1);
+    assert_int_equal(dispatch_nkeys(d), 2);
+    assert_int_equal(predict_submit(d, i++, "V", &p), DISPATCH_QUEUED);
+    assert_int_equal(p, 0); /* not the overflow flow's 3 s */
+    assert_int_equal(dispatch_key_queue_len(d, "V", 1), 1);
+    /* Z again: its flow is gone, both keys busy: the overflow flow. */
+    assert_int_equal(predict_submit(d, i++, "Z", &p), DISPATCH_QUEUED);
+    assert_int_equal(dispatch_key_queue_len(d, "Z", 1), 0);
+    assert_int_equal(dispatch_key_queue_len(d, "~overflow", 9), 4);
+
+    /* A prediction far ahead moves no clock: the next deadline is from now. */
+    (void)dispatch_predict_wait_ns(d, "A", 1, 1, fake_now() + 30 * NS_PER_SEC);
+    assert_int_equal(predict_submit(d, i, "A", NULL), DISPATCH_QUEUED);
+    assert_int_equal(w[i].deadline_ns, fake_now() + 60 * NS_PER_SEC);
+    drain_free(d);
+}
+
+/* A small deterministic generator, so every run sees the same sequence. */
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state = rnd_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((rnd_state >> 33) % n);
+}
+
+/* A random walk through submits (keys, the default flow, costs, classes, costs above a
+ * burst), cancels, releases over time, expiries, the upstream's pauses and budgets and the
+ * keys' pauses, over a key cap with its overflow flow and idle expiry. Before each submit
+ * the prediction must be what admission reports. */
+static void random_walk(unsigned steps)
+{
+    static const char *keys[] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "kk"};
+    const struct dispatch_limit lim[] = {{50, 5}, {20, 10}};
+    const struct dispatch_limit klim[] = {{5, 3}};
+    struct dispatch_fair_config fair = {.key_limits = klim,
+                                        .nkey_limits = 1,
+                                        .max_keys = 6,
+                                        .key_idle_ns = 2 * NS_PER_SEC,
+                                        .key_queue_share = 25,
+                                        .priority_classes = 3};
+    struct dispatch_config cfg = config(lim, 4, 300, 10 * NS_PER_SEC);
+    cfg.nlimits = 2;
+    struct dispatch *d = dispatch_new_fair(&cfg, &fair, fake_now());
+    int order[64];
+    size_t submits = 0, queued = 0, never = 0, full = 0, to_overflow = 0;
+
+    assert_non_null(d);
+    for (unsigned step = 0; step < steps; step++) {
+        /* Busy and quiet phases: a long backlog, then the queue draining. */
+        uint32_t op = rnd(100);
+        if ((step / 500) % 2 == 1 && op < 50)
+            op = op < 20 ? op : 62 + rnd(20);
+        if (op < 50) {
+            int i = (int)rnd(NW);
+            while (w[i].queued)
+                i = (i + 1) % NW;
+            uint32_t kc = rnd(12);
+            const char *key = kc < 10 ? keys[kc] : NULL;
+            w[i].cost = rnd(20) == 0 ? 6 + rnd(10) : 1 + rnd(3);
+            w[i].priority = (uint8_t)rnd(4);
+            struct dispatch_admission adm;
+            uint64_t p = dispatch_predict_wait_ns(d, key, key != NULL ? strlen(key) : 0, w[i].cost,
+                                                  fake_now());
+            size_t overflow = dispatch_key_queue_len(d, "~overflow", 9);
+            enum dispatch_admit a = submit(d, i, key, &adm);
+            submits++;
+            to_overflow += dispatch_key_queue_len(d, "~overflow", 9) > overflow;
+            if (a == DISPATCH_FULL) {
+                assert_int_equal(adm.predicted_wait_ns, 0);
+                full++;
+                continue;
+            }
+            assert_int_equal(adm.predicted_wait_ns, p);
+            never += p == DISPATCH_NEVER;
+            queued += a == DISPATCH_QUEUED;
+        } else if (op < 62) {
+            int i = (int)rnd(NW);
+            for (int n = 0; n < NW && !w[i].queued; n++)
+                i = (i + 1) % NW;
+            dispatch_cancel(d, &w[i]);
+        } else if (op < 82) {
+            fake_advance_ms(rnd(400));
+            release_now(d, order, 64);
+        } else if (op < 87) {
+            while (dispatch_expired(d, fake_now()) != NULL)
+                ;
+        } else if (op < 91) {
+            dispatch_pause_until(d, fake_now() + rnd(2000) * NS_PER_MS);
+        } else if (op < 96) {
+            const char *key = keys[rnd(10)];
+            dispatch_pause_key_until(d, key, strlen(key), fake_now() + rnd(3000) * NS_PER_MS);
+        } else {
+            dispatch_set_budget(d, rnd(6), fake_now() + rnd(3000) * NS_PER_MS);
+        }
+    }
+    /* The walk did reach the interesting states. */
+    printf("    %zu submits: %zu queued (%zu to the overflow flow), %zu full, %zu never", submits,
+           queued, to_overflow, full, never);
+    printf("\n");
+    assert_true(queued > submits / 4 && to_overflow > 0 && to_overflow < queued / 2);
+    assert_true(never > 0);
+    drain_free(d);
+}
+
+static void test_predict_wait_random(void **state) { random_walk(6000); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1016,6 +1329,9 @@ int main(void)
         cmocka_unit_test_setup(test_key_pause_requeue, setup),
         cmocka_unit_test_setup(test_key_pause_not_evicted, setup),
         cmocka_unit_test_setup(test_key_pause_classes_and_reconfigure, setup),
+        cmocka_unit_test_setup(test_predict_wait_keys, setup),
+        cmocka_unit_test_setup(test_predict_wait_key_cap, setup),
+        cmocka_unit_test_setup(test_predict_wait_random, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
