@@ -799,6 +799,89 @@ uint64_t dispatch_predict_wait_ns(const struct dispatch *d, const char *key, siz
     return admission_wait(d, f, cost != 0 ? cost : 1, now);
 }
 
+/* Whether `a` ranks before `b` in dispatch_top_keys(): more queued, then more cost, then the
+ * key bytewise (a prefix first). */
+static int key_info_before(const struct dispatch_key_info *a, const struct dispatch_key_info *b)
+{
+    if (a->queued != b->queued)
+        return a->queued > b->queued;
+    if (a->queued_cost != b->queued_cost)
+        return a->queued_cost > b->queued_cost;
+    int c = memcmp(a->key, b->key, a->key_len < b->key_len ? a->key_len : b->key_len);
+    if (c != 0)
+        return c < 0;
+    return a->key_len < b->key_len;
+}
+
+static void key_info_swap(struct dispatch_key_info *a, struct dispatch_key_info *b)
+{
+    struct dispatch_key_info t = *a;
+
+    *a = *b;
+    *b = t;
+}
+
+/* h[0..k) is a heap whose root ranks last (the first to drop out): restore it from i down. */
+static void top_sift_down(struct dispatch_key_info *h, size_t k, size_t i)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= k)
+            break;
+        if (c + 1 < k && key_info_before(&h[c], &h[c + 1]))
+            c++; /* the child that ranks later */
+        if (!key_info_before(&h[i], &h[c]))
+            break;
+        key_info_swap(&h[i], &h[c]);
+        i = c;
+    }
+}
+
+static void top_sift_up(struct dispatch_key_info *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!key_info_before(&h[p], &h[i]))
+            break;
+        key_info_swap(&h[p], &h[i]);
+        i = p;
+    }
+}
+
+size_t dispatch_top_keys(const struct dispatch *d, size_t n, struct dispatch_key_info *out)
+{
+    struct fairq_iter it;
+    const struct fairq_flow *f;
+    size_t k = 0;
+
+    if (n == 0 || out == NULL)
+        return 0;
+    /* A bounded selection in out[]: a heap of the n best so far, the weakest at its root. */
+    fairq_iter_init(&it);
+    while ((f = fairq_iter_next(d->fq, &it)) != NULL) {
+        struct dispatch_key_info info;
+        info.key = fairq_flow_key(f, &info.key_len);
+        if (info.key_len == 0)
+            continue; /* the default flow: no key (every keyed flow has one byte at least) */
+        info.queued = fairq_flow_len(f);
+        info.queued_cost = fairq_flow_cost(f);
+        info.paused = fairq_flow_paused_until(f) > d->last_ns;
+        if (k < n) {
+            out[k] = info;
+            top_sift_up(out, k++);
+        } else if (key_info_before(&info, &out[0])) {
+            out[0] = info;
+            top_sift_down(out, k, 0);
+        }
+    }
+    /* Heap sort: the weakest goes to the end each time, so out[] ends most first. */
+    for (size_t end = k; end > 1; end--) {
+        key_info_swap(&out[0], &out[end - 1]);
+        top_sift_down(out, end - 1, 0);
+    }
+    return k;
+}
+
 /* The lease of limit idx if it is shared, else NULL. */
 static struct lease *shared_lease(struct dispatch *d, size_t idx)
 {

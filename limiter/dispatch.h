@@ -348,8 +348,8 @@ uint64_t dispatch_key_paused_until(const struct dispatch *d, const char *key, si
 int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaining,
                     uint64_t *reset_ns);
 
-/* Observers for the status page and the dashboard (issue 12). Read-only: it creates no
- * flow, expires none and does not move the dispatcher's clock. Not for the request path. */
+/* Observers for the status page and the dashboard (issue 12). Read-only: neither creates a
+ * flow, expires one nor moves the dispatcher's clock. Not for the request path. */
 
 /* The wait dispatch_submit_key() would predict for a request of `key` (NULL or 0: the default
  * flow) and `cost` (0 counts as 1) arriving at now_ns, by the same code: every limit, the
@@ -362,6 +362,27 @@ int dispatch_budget(const struct dispatch *d, uint64_t now_ns, uint64_t *remaini
  * amortised (one hash look-up). */
 uint64_t dispatch_predict_wait_ns(const struct dispatch *d, const char *key, size_t key_len,
                                   uint32_t cost, uint64_t now_ns);
+
+/* One keyed flow as dispatch_top_keys() sees it. */
+struct dispatch_key_info {
+    const char *key;      /* the flow's key (key_len bytes, then a NUL), owned by the
+                             dispatcher: valid until the next call that changes it (submit,
+                             next, cancel, expired, reconfigure...) */
+    size_t key_len;       /* bytes */
+    size_t queued;        /* waiters queued in the flow now */
+    uint64_t queued_cost; /* tokens they need */
+    int paused;           /* 1 while the key's own pause holds it (as dispatch_key_paused_until:
+                             past the latest `now` seen); the upstream-wide pause not counted */
+};
+
+/* The (up to) n keyed flows with the most waiters queued now into out[0..n), most first; ties
+ * by queued cost (more first), then by key (bytewise, a prefix first), so the order is stable
+ * from one call to the next. The overflow flow ("~overflow") counts as a key; the default
+ * (unkeyed) flow does not. Returns how many were written (at most n; 0 when n is 0 or out is
+ * NULL). A key's share of the queue is queued / dispatch_queue_len(). Walks only the flows
+ * with waiters (dispatch_active_flows()), never the idle ones: O(active flows x log n), no
+ * allocation. Called about once a second by the admin page, not on the request path. */
+size_t dispatch_top_keys(const struct dispatch *d, size_t n, struct dispatch_key_info *out);
 
 /* Shared limits, for the proxy's store client. `idx` is the limit's index in
  * dispatch_config.limits; for a limit that is not shared (or out of range) the calls do nothing

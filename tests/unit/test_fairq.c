@@ -3,19 +3,21 @@
  * and queue) against a fake clock: round robin across keys, cost weighting, per-key limits,
  * per-key queue share, priorities and the starvation guard, the key cap with its overflow
  * flow and idle expiry, the upstream's pause and budget, deadlines in arrival order while
- * release order is fair, cancel, requeue and reconfigure; the dashboard's predicted wait
- * against admission's.
+ * release order is fair, cancel, requeue and reconfigure; the dashboard's observers (the
+ * predicted wait against admission's, the busiest keys against a brute force).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "limiter/dispatch.h"
+#include "limiter/fairq.h"
 #include "limiter/queue.h"
 #include "tests/unit/fakeclock.h"
 
@@ -1221,11 +1223,93 @@ static uint32_t rnd(uint32_t n)
     return (uint32_t)((rnd_state >> 33) % n);
 }
 
+/* What dispatch_top_keys() should say, worked out from the waiters themselves. */
+struct expect_key {
+    const struct fairq_flow *flow;
+    const char *key;
+    size_t key_len;
+    size_t queued;
+    uint64_t cost;
+};
+
+static int expect_cmp(const void *pa, const void *pb)
+{
+    const struct expect_key *a = pa, *b = pb;
+
+    if (a->queued != b->queued)
+        return a->queued > b->queued ? -1 : 1;
+    if (a->cost != b->cost)
+        return a->cost > b->cost ? -1 : 1;
+    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(a->key, b->key, n);
+    if (c != 0)
+        return c;
+    return a->key_len < b->key_len ? -1 : a->key_len > b->key_len;
+}
+
+/* What the random walk saw of the top keys: most keys listed at once, steps with the
+ * overflow flow listed, with a paused key listed. */
+static size_t top_most, top_overflow, top_paused;
+
+/* dispatch_top_keys() for several n against a brute force over every waiter (grouped by the
+ * flow each is queued in, so overflow flows are counted as the dispatcher does). */
+static void check_top_keys(struct dispatch *d)
+{
+    static struct expect_key exp[NW];
+    static struct dispatch_key_info out[NW + 1];
+    size_t nexp = 0, total = 0;
+
+    for (int i = 0; i < NW; i++) {
+        if (!w[i].queued)
+            continue;
+        total++;
+        size_t len;
+        const char *key = fairq_flow_key(w[i].flow, &len);
+        if (len == 0)
+            continue; /* the default flow */
+        size_t e = 0;
+        while (e < nexp && exp[e].flow != w[i].flow)
+            e++;
+        if (e == nexp)
+            exp[nexp++] = (struct expect_key){w[i].flow, key, len, 0, 0};
+        exp[e].queued++;
+        exp[e].cost += w[i].cost;
+    }
+    assert_int_equal(total, dispatch_queue_len(d));
+    qsort(exp, nexp, sizeof(exp[0]), expect_cmp);
+    const size_t ns[] = {0, 1, 2, 3, 10, nexp, nexp + 1};
+    for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++) {
+        size_t n = ns[t];
+        memset(out, 0xa5, sizeof(out));
+        size_t k = dispatch_top_keys(d, n, out);
+        assert_int_equal(k, n < nexp ? n : nexp);
+        for (size_t j = 0; j < k; j++) {
+            assert_int_equal(out[j].key_len, exp[j].key_len);
+            assert_memory_equal(out[j].key, exp[j].key, exp[j].key_len);
+            assert_int_equal(out[j].key[out[j].key_len], '\0');
+            assert_int_equal(out[j].queued, exp[j].queued);
+            assert_int_equal(out[j].queued_cost, exp[j].cost);
+            uint64_t until = dispatch_key_paused_until(d, out[j].key, out[j].key_len);
+            assert_int_equal(out[j].paused, until != 0);
+        }
+        assert_int_equal(out[k].key_len, (size_t)0xa5a5a5a5a5a5a5a5ull); /* untouched */
+    }
+    int overflow = 0, paused = 0;
+    for (size_t j = 0; j < nexp; j++) {
+        overflow |= exp[j].key_len == 9 && memcmp(exp[j].key, "~overflow", 9) == 0;
+        paused |= out[j].paused;
+    }
+    top_most = nexp > top_most ? nexp : top_most;
+    top_overflow += overflow;
+    top_paused += paused;
+}
+
 /* A random walk through submits (keys, the default flow, costs, classes, costs above a
  * burst), cancels, releases over time, expiries, the upstream's pauses and budgets and the
  * keys' pauses, over a key cap with its overflow flow and idle expiry. Before each submit
- * the prediction must be what admission reports. */
-static void random_walk(unsigned steps)
+ * the prediction must be what admission reports; with check_top, after every step the top
+ * keys must match a brute force. */
+static void random_walk(unsigned steps, int check_top)
 {
     static const char *keys[] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "kk"};
     const struct dispatch_limit lim[] = {{50, 5}, {20, 10}};
@@ -1290,17 +1374,149 @@ static void random_walk(unsigned steps)
         } else {
             dispatch_set_budget(d, rnd(6), fake_now() + rnd(3000) * NS_PER_MS);
         }
+        if (check_top)
+            check_top_keys(d);
     }
     /* The walk did reach the interesting states. */
     printf("    %zu submits: %zu queued (%zu to the overflow flow), %zu full, %zu never", submits,
            queued, to_overflow, full, never);
+    if (check_top)
+        printf("; up to %zu keys listed, the overflow flow in %zu steps, a paused key in %zu",
+               top_most, top_overflow, top_paused);
     printf("\n");
     assert_true(queued > submits / 4 && to_overflow > 0 && to_overflow < queued / 2);
     assert_true(never > 0);
+    if (check_top)
+        assert_true(top_most >= 5 && top_overflow > 0 && top_paused > 0);
     drain_free(d);
 }
 
-static void test_predict_wait_random(void **state) { random_walk(6000); }
+static void test_predict_wait_random(void **state) { random_walk(6000, 0); }
+
+/* The busiest keys: most queued first; ties by queued cost, then by key (a prefix first);
+ * the default flow skipped; a flow with waiters in two classes, or parked by its pause,
+ * counted once with all its waiters; idle flows not listed; n below the active flows. */
+static void test_top_keys_order(void **state)
+{
+    struct dispatch_fair_config fair = {.priority_classes = 2};
+    struct dispatch *d = make(1000, 1000, 1000, 60 * NS_PER_SEC, &fair);
+    struct dispatch_key_info out[8];
+    int i = 0;
+
+    for (int n = 0; n < 5; n++) {
+        w[i].priority = (uint8_t)(n % 2);
+        submit_ok(d, i++, "A");
+    }
+    for (int n = 0; n < 3; n++) {
+        w[i].cost = 2;
+        submit_ok(d, i++, "C");
+        submit_ok(d, i++, "Dx");
+        submit_ok(d, i++, "D");
+        submit_ok(d, i++, "B");
+    }
+    submit_ok(d, i++, "E");
+    w[i].priority = 1;
+    submit_ok(d, i++, "E");
+    dispatch_pause_key_until(d, "E", 1, fake_now() + 5 * NS_PER_SEC);
+    for (int n = 0; n < 10; n++)
+        submit_ok(d, i++, NULL);
+    submit_ok(d, i, "F"); /* F: a flow, idle again */
+    dispatch_cancel(d, &w[i++]);
+    assert_int_equal(dispatch_parked_flows(d), 2); /* E, both classes */
+
+    static const struct {
+        const char *key;
+        size_t queued;
+        uint64_t cost;
+        int paused;
+    } want[] = {{"A", 5, 5, 0}, {"C", 3, 6, 0},  {"B", 3, 3, 0},
+                {"D", 3, 3, 0}, {"Dx", 3, 3, 0}, {"E", 2, 2, 1}};
+    memset(out, 0, sizeof(out));
+    assert_int_equal(dispatch_top_keys(d, 8, out), 6);
+    size_t sum = 0;
+    for (size_t j = 0; j < 6; j++) {
+        assert_int_equal(out[j].key_len, strlen(want[j].key));
+        assert_string_equal(out[j].key, want[j].key);
+        assert_int_equal(out[j].queued, want[j].queued);
+        assert_int_equal(out[j].queued_cost, want[j].cost);
+        assert_int_equal(out[j].paused, want[j].paused);
+        sum += out[j].queued;
+    }
+    assert_int_equal(dispatch_queue_len(d), sum + 10); /* and the default flow's */
+
+    /* n smaller than the active flows: the first n of the same order. */
+    for (size_t n = 1; n <= 6; n++) {
+        memset(out, 0, sizeof(out));
+        assert_int_equal(dispatch_top_keys(d, n, out), n);
+        for (size_t j = 0; j < n; j++)
+            assert_string_equal(out[j].key, want[j].key);
+        assert_null(out[n].key);
+    }
+    assert_int_equal(dispatch_top_keys(d, 0, out), 0);
+    assert_int_equal(dispatch_top_keys(d, 8, NULL), 0);
+    drain_free(d);
+}
+
+/* The top keys follow cancels and releases: the overflow flow listed as "~overflow", a
+ * flow whose waiters all left no longer listed, nothing once the queue is empty. */
+static void test_top_keys_after_changes(void **state)
+{
+    struct dispatch_fair_config fair = {.max_keys = 2};
+    struct dispatch *d = make(100, 3, 1000, 60 * NS_PER_SEC, &fair);
+    struct dispatch_key_info out[4];
+    int order[8];
+
+    for (int i = 0; i < 4; i++)
+        submit_ok(d, i, "A");
+    submit_ok(d, 4, "B");
+    submit_ok(d, 5, "B");
+    submit_ok(d, 6, "X"); /* at the cap: the overflow flow */
+    submit_ok(d, 7, "Y");
+    submit_ok(d, 8, "X");
+    assert_int_equal(dispatch_top_keys(d, 4, out), 3);
+    assert_string_equal(out[0].key, "A");
+    assert_int_equal(out[0].queued, 4);
+    assert_string_equal(out[1].key, "~overflow");
+    assert_int_equal(out[1].key_len, 9);
+    assert_int_equal(out[1].queued, 3);
+    assert_string_equal(out[2].key, "B");
+
+    /* Two of A's clients leave: A ties with B (2 each, same cost): by key. */
+    dispatch_cancel(d, &w[0]);
+    dispatch_cancel(d, &w[3]);
+    assert_int_equal(dispatch_top_keys(d, 4, out), 3);
+    assert_string_equal(out[0].key, "~overflow");
+    assert_string_equal(out[1].key, "A");
+    assert_int_equal(out[1].queued, 2);
+    assert_string_equal(out[2].key, "B");
+    assert_int_equal(dispatch_top_keys(d, 1, out), 1);
+    assert_string_equal(out[0].key, "~overflow");
+
+    /* Three released (burst 3), one per flow in round robin. */
+    assert_int_equal(release_now(d, order, 3), 3);
+    assert_int_equal(dispatch_top_keys(d, 4, out), 3);
+    assert_string_equal(out[0].key, "~overflow");
+    assert_int_equal(out[0].queued, 2);
+    assert_int_equal(out[1].queued + out[2].queued, 2);
+
+    /* B's last one leaves: B is idle and not listed. */
+    for (int i = 4; i <= 5; i++)
+        dispatch_cancel(d, &w[i]);
+    assert_int_equal(dispatch_top_keys(d, 4, out), 2);
+    assert_string_equal(out[0].key, "~overflow");
+    assert_string_equal(out[1].key, "A");
+    assert_int_equal(dispatch_nkeys(d), 2);
+
+    /* Everything expires. */
+    fake_advance_ms(60000);
+    while (dispatch_expired(d, fake_now()) != NULL)
+        ;
+    assert_int_equal(dispatch_top_keys(d, 4, out), 0);
+    dispatch_free(d);
+}
+
+/* The random walk above, checking the top keys against a brute force after every step. */
+static void test_top_keys_random(void **state) { random_walk(3000, 1); }
 
 int main(void)
 {
@@ -1332,6 +1548,9 @@ int main(void)
         cmocka_unit_test_setup(test_predict_wait_keys, setup),
         cmocka_unit_test_setup(test_predict_wait_key_cap, setup),
         cmocka_unit_test_setup(test_predict_wait_random, setup),
+        cmocka_unit_test_setup(test_top_keys_order, setup),
+        cmocka_unit_test_setup(test_top_keys_after_changes, setup),
+        cmocka_unit_test_setup(test_top_keys_random, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
