@@ -21,6 +21,7 @@
     var POLL_MS = 1000;       // one /status a second
     var TIMEOUT_MS = 4000;    // a /status slower than this counts as a failure
     var HISTORY_S = 300;      // sparklines: the last 5 minutes
+    var SPARK_MIN_S = 60;     // ... or at least a minute wide while there is less
     var TICK_MS = 100;        // pause countdowns
     var SVG_NS = 'http://www.w3.org/2000/svg';
     var DASH = '\u2013';
@@ -221,16 +222,21 @@
         var line = s.appendChild(svg('polyline'));
         line.setAttribute('vector-effect', 'non-scaling-stroke');
         var axis = fig.appendChild(el('div', 'axis'));
-        axis.appendChild(el('span', null, '-5 min'));
+        var span = axis.appendChild(fieldEl('span', 'spark.' + name + '.span_s'));
         var peak = axis.appendChild(el('span'));
         peak.appendChild(document.createTextNode('peak '));
         var max = peak.appendChild(fieldEl('span', 'spark.' + name + '.max'));
         axis.appendChild(el('span', null, 'now'));
-        c.sparks[name] = {fig: fig, svg: s, area: area, line: line, now: cur, max: max};
+        c.sparks[name] = {fig: fig, svg: s, area: area, line: line, now: cur, max: max,
+                          span: span};
         parent.appendChild(fig);
     }
 
-    function drawSpark(sp, values, scale) {
+    function fmtSpan(s) {
+        return s % 60 === 0 ? s / 60 + ' min' : s + ' s';
+    }
+
+    function drawSpark(sp, values, scale, interval_s) {
         var n = values.length;
         var vs = [];
         var max = 0;
@@ -241,16 +247,20 @@
             if (v > max)
                 max = v;
         }
+        // The newest sample at the right edge. The width is the last 5 minutes, or, while
+        // the daemon has less history than that, what it has (at least a minute), so a
+        // fresh daemon's line is not a sliver at the right.
+        var span = Math.min(HISTORY_S, Math.max(n, SPARK_MIN_S));
         sp.fig.dataset.points = String(n);
         put(sp.max, max, fmtRate(max));
         put(sp.now, n ? vs[n - 1] : null, n ? fmtRate(vs[n - 1]) : DASH);
+        put(sp.span, span * interval_s, '-' + fmtSpan(span * interval_s));
         if (n === 0) {
             sp.line.setAttribute('points', '');
             sp.area.setAttribute('d', '');
             return;
         }
-        // the newest sample at the right edge; HISTORY_S samples span the width
-        var step = SPARK_W / Math.max(HISTORY_S - 1, n - 1, 1);
+        var step = SPARK_W / Math.max(span - 1, 1);
         var top = max > 0 ? max : 1;
         var pts = [];
         for (var j = 0; j < n; j++) {
@@ -521,21 +531,23 @@
         updateLimits(c, u);
         updatePause(c, u, now);
 
-        var limitSum = null;
+        var tightest = null;
         var limits = Array.isArray(u.limits) ? u.limits : [];
         for (var i = 0; i < limits.length; i++) {
             var r = limits[i] ? num(limits[i].rate_per_sec) : null;
             if (r !== null)
-                limitSum = limitSum === null ? r : Math.min(limitSum, r);
+                tightest = tightest === null ? r : Math.min(tightest, r);
         }
         put(f.release_rate, num(u.release_rate), fmtRate(u.release_rate));
-        put(f.release_limit, limitSum, limitSum === null ? '' : 'limit ' + fmtRate(limitSum) + '/s');
+        put(f.release_limit, tightest,
+            tightest === null ? '' : 'limit ' + fmtRate(tightest) + '/s');
         put(f.predicted_wait_ms, num(u.predicted_wait_ms), fmtMs(u.predicted_wait_ms));
         put(f.next_release_in_ms, num(u.next_release_in_ms), num(u.next_release_in_ms) === null ?
             'nothing queued' : 'next release in ' + fmtMs(u.next_release_in_ms));
         var qw = u.queue_wait_ms || {};
-        put(f['queue_wait_ms.p50'], num(qw.p50), fmtMs(qw.p50));
-        put(f['queue_wait_ms.p99'], num(qw.p99), fmtMs(qw.p99));
+        var waited = num(qw.count) !== 0;   // no wait in the window: no percentile
+        put(f['queue_wait_ms.p50'], waited ? num(qw.p50) : null, waited ? fmtMs(qw.p50) : DASH);
+        put(f['queue_wait_ms.p99'], waited ? num(qw.p99) : null, waited ? fmtMs(qw.p99) : DASH);
         put(f['queue_wait_ms.count'], num(qw.count),
             fmtInt(qw.count) + ' waits in ' + (num(qw.window_s) || 60) + ' s');
         put(f.max_wait_ms, num(u.max_wait_ms), 'max ' + fmtMs(u.max_wait_ms));
@@ -560,9 +572,9 @@
 
         var h = u.history || {};
         var per = num(h.interval_s) || 1;
-        drawSpark(c.sparks.queue_depth, Array.isArray(h.queue_depth) ? h.queue_depth : [], 1);
-        drawSpark(c.sparks.released, Array.isArray(h.released) ? h.released : [], 1 / per);
-        drawSpark(c.sparks.refused, Array.isArray(h.refused) ? h.refused : [], 1 / per);
+        drawSpark(c.sparks.queue_depth, Array.isArray(h.queue_depth) ? h.queue_depth : [], 1, per);
+        drawSpark(c.sparks.released, Array.isArray(h.released) ? h.released : [], 1 / per, per);
+        drawSpark(c.sparks.refused, Array.isArray(h.refused) ? h.refused : [], 1 / per, per);
     }
 
     // ------------------------------------------------------------ whole page
@@ -620,8 +632,9 @@
         lastOkAt = now;
         everOk = true;
         document.body.classList.remove('stale');
-        setConn(state === 'draining' ? 'draining' : 'live', state === 'draining' ? 'draining' : 'live',
-            num(st.now_unix_ms) !== null ? 'as of ' + new Date(st.now_unix_ms).toLocaleTimeString() : '');
+        var mode = state === 'draining' ? 'draining' : 'live';
+        setConn(mode, mode, num(st.now_unix_ms) === null ? '' :
+            'as of ' + new Date(st.now_unix_ms).toLocaleTimeString());
     }
 
     function setConn(state, text, note) {

@@ -448,7 +448,8 @@ def test_phone_layout(upstream, sluice_factory, open_page):
         w = d.page.eval("[document.documentElement.scrollWidth, window.innerWidth]")
         assert w[0] <= w[1], "the page is %d px wide on a %d px screen" % tuple(w)
         over = d.page.eval("""Array.from(document.querySelectorAll('#upstreams *'))
-            .filter(function (e) { return e.getBoundingClientRect().right > window.innerWidth + 0.5; })
+            .filter(function (e) {
+                return e.getBoundingClientRect().right > window.innerWidth + 0.5; })
             .map(function (e) { return e.tagName + '.' + e.className; })""")
         assert over == [], over
         d.assert_clean()
