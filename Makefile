@@ -7,6 +7,7 @@
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (see tests/fuzz/README.md)
 #   make bench      wrk against sluice and nginx in the same run (see bench/README.md)
 #   make bench-shared  three instances sharing one budget through Redis, against one alone
+#   make screenshot docs/dashboard.png: the admin dashboard of a demo under load (Chromium)
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # User CFLAGS/LDFLAGS are added to ours, never replace them.
@@ -87,7 +88,7 @@ fuzz_run    = fail=0; $(foreach f,$(FUZZERS),sh tests/fuzz/run.sh $(FUZZ)/$(f) \
               tests/fuzz/corpus/$(f) $(FUZZ)/$(2)-$(f) $(1) $(call fuzz_maxlen,$(f)) || fail=1;) \
               exit $$fail
 
-.PHONY: all run test test-unit test-integration fuzz fuzz-smoke bench bench-shared bench-dispatch deps deps-run deps-bench install uninstall clean format
+.PHONY: all run test test-unit test-integration fuzz fuzz-smoke bench bench-shared bench-dispatch deps deps-run deps-bench install uninstall clean format screenshot
 
 all: build/sluice
 
@@ -190,6 +191,14 @@ bench: deps-bench
 bench-shared: deps-bench
 	@$(MAKE) --no-print-directory build/sluice
 	@sh bench/shared.sh
+
+# docs/dashboard.png (shown in the README): the demo upstream behind three upstreams under
+# load for SCREENSHOT_SECONDS, then the admin page rendered by headless Chromium
+# (contrib/dashboard/screenshot.py). Look at the result before committing it.
+SCREENSHOT_SECONDS ?= 75
+screenshot: deps
+	@$(MAKE) --no-print-directory build/sluice
+	python3 contrib/dashboard/screenshot.py build/sluice docs/dashboard.png $(SCREENSHOT_SECONDS)
 
 # limiter/dispatch alone: ns per request from 1 to 100 000 active keys.
 build/dispatch_bench: bench/dispatch_bench.c $(LIMITER_SRC)

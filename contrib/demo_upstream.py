@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """A tiny local upstream for `make run`: answers every request with a short JSON echo
 (method, path, the headers sluice forwarded, the time it arrived), so that the demo
-route works without internet.  Usage: demo_upstream.py PORT"""
+route works without internet.  Usage: demo_upstream.py PORT
+
+A path ending in /429 is answered 429 Too Many Requests with Retry-After: 30 (or
+?retry_after=N), to see sluice pause the upstream (`make screenshot` does)."""
 import http.server
 import json
 import sys
 import time
+import urllib.parse
 
 
 class Echo(http.server.BaseHTTPRequestHandler):
@@ -14,6 +18,17 @@ class Echo(http.server.BaseHTTPRequestHandler):
     def answer(self):
         length = int(self.headers.get("Content-Length") or 0)
         body_in = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        if path.endswith("/429"):
+            wait = dict(urllib.parse.parse_qsl(query)).get("retry_after", "30")
+            body = b"slow down\n"
+            self.send_response(429)
+            self.send_header("Retry-After", wait if wait.isdigit() else "30")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         body = json.dumps({
             "method": self.command,
             "path": self.path,
