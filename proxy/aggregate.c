@@ -85,7 +85,7 @@ static void take_back(struct aggregate *a, const char *reason)
         p->done = 1;
         p->reason = reason;
         a->pending--;
-        pr->status = 504;
+        pr->status = strcmp(reason, "client_closed") == 0 ? 499 : 504;
         pr->reason = reason;
         request_withdraw(pr);
     }
@@ -151,11 +151,12 @@ static void answer(struct aggregate *a)
         evhttp_add_header(out, "Sluice-Aggregate", (size_t)ok == n ? "complete" : "partial");
         if (errors != NULL && *errors != '\0')
             evhttp_add_header(out, "Sluice-Aggregate-Errors", errors);
+        if (status != 200)
+            evhttp_add_header(out, "Sluice-Reason", "upstream_error");
         if (server_is_draining(r->server))
             evhttp_add_header(out, "Connection", "close");
         evbuffer_add(body, json, len);
-        r->bytes_out = len;
-        evhttp_send_reply(r->client, status, status == 200 ? "OK" : "Bad Gateway", body);
+        request_send(r, status, status == 200 ? "OK" : "Bad Gateway", body);
         evbuffer_free(body);
         request_detach_client(r, REQUEST_ANSWERED);
     }

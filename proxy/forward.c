@@ -538,9 +538,12 @@ void forward_start(struct request *r, struct pool_conn *conn)
          * by reference with the client's buffer (empty bodies need neither). */
         if (body == NULL)
             ; /* no body: Content-Length: 0 */
-        else if (r->retryable && evbuffer_get_length(body) > 0)
-            evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(out), body);
-        else
+        else if (r->retryable && evbuffer_get_length(body) > 0) {
+            /* libevent refuses to reference a buffer made of references: copy it then. */
+            struct evbuffer *ob = evhttp_request_get_output_buffer(out);
+            if (evbuffer_add_buffer_reference(ob, body) != 0)
+                evbuffer_add(ob, evbuffer_pullup(body, -1), evbuffer_get_length(body));
+        } else
             evbuffer_add_buffer(evhttp_request_get_output_buffer(out), body);
     }
     r->sent_ns = clock_now_ns();

@@ -659,9 +659,9 @@ static void render_aggregates(const struct metrics *m, struct evbuffer *out)
     for (p = m->aggparts; p != NULL; p = p->next) {
         evbuffer_add_printf(out, "sluice_aggregate_parts_total{route=\"");
         add_escaped(out, p->route);
-        evbuffer_add(out, "\",part=\"", 9);
+        evbuffer_add(out, "\",part=\"", 8);
         add_escaped(out, p->part);
-        evbuffer_add(out, "\",reason=\"", 11);
+        evbuffer_add(out, "\",reason=\"", 10);
         add_escaped(out, p->reason);
         evbuffer_add_printf(out, "\"} %" PRIu64 "\n", p->count);
     }

@@ -77,9 +77,15 @@ struct request *request_new_part(struct request *parent, const char *target, int
         return NULL;
     r->part_target = strdup(target);
     if (body != NULL && evbuffer_get_length(body) > 0) {
+        /* A copy of its own per part (a POST fan-out): forward shares it by reference for
+         * retries, and a reference of a reference is refused by libevent. Bounded by
+         * client.max_body_size. */
         r->part_body = evbuffer_new();
-        if (r->part_body != NULL)
-            evbuffer_add_buffer_reference(r->part_body, body);
+        if (r->part_body != NULL &&
+            evbuffer_add(r->part_body, evbuffer_pullup(body, -1), evbuffer_get_length(body)) != 0) {
+            evbuffer_free(r->part_body);
+            r->part_body = NULL;
+        }
     }
     r->collected = evbuffer_new();
     if (r->part_target == NULL || r->collected == NULL ||
@@ -347,13 +353,56 @@ static const char *status_phrase(int status)
     }
 }
 
+/* The Allow of a 405: what the route takes (an aggregate route's methods:), else every
+ * method sluice forwards. */
+static const char *allowed_methods(const struct request *r, char *buf, size_t len)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } m[] = {{CONF_METHOD_GET, "GET"},       {CONF_METHOD_HEAD, "HEAD"},
+             {CONF_METHOD_POST, "POST"},     {CONF_METHOD_PUT, "PUT"},
+             {CONF_METHOD_DELETE, "DELETE"}, {CONF_METHOD_OPTIONS, "OPTIONS"},
+             {CONF_METHOD_PATCH, "PATCH"}};
+    size_t i, used = 0;
+
+    if (r->route == NULL || r->route->aggregate == NULL)
+        return "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
+    buf[0] = '\0';
+    for (i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (r->route->methods & m[i].bit) {
+            int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", m[i].name);
+            if (n > 0 && (size_t)n < len - used)
+                used += (size_t)n;
+        }
+    return buf;
+}
+
+void request_send(struct request *r, int status, const char *phrase, struct evbuffer *body)
+{
+    size_t len = body ? evbuffer_get_length(body) : 0;
+
+    /* A HEAD gets the head a GET would: its Content-Length, and no body (evhttp would
+     * send it after the head, where a keep-alive client reads it as the next answer). */
+    if (evhttp_request_get_command(r->client) == EVHTTP_REQ_HEAD) {
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%zu", len);
+        evhttp_remove_header(evhttp_request_get_output_headers(r->client), "Content-Length");
+        evhttp_add_header(evhttp_request_get_output_headers(r->client), "Content-Length", cl);
+        evhttp_send_reply(r->client, status, phrase, NULL);
+        return;
+    }
+    r->bytes_out = len;
+    evhttp_send_reply(r->client, status, phrase, body);
+}
+
 void request_reply_error(struct request *r, int status, const char *reason, uint32_t retry_after_s,
                          const char *fmt, ...)
 {
     struct evbuffer *body;
     struct evkeyvalq *out;
     char msg[512];
-    char num[24];
+    char num[80];
     va_list ap;
 
     va_start(ap, fmt);
@@ -388,13 +437,11 @@ void request_reply_error(struct request *r, int status, const char *reason, uint
         if ((status >= 400 && status < 500 && status != 404) || server_is_draining(r->server))
             evhttp_add_header(out, "Connection", "close");
         if (status == 405)
-            evhttp_add_header(out, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH");
+            evhttp_add_header(out, "Allow", allowed_methods(r, num, sizeof(num)));
         body = evbuffer_new();
-        if (body != NULL) {
+        if (body != NULL)
             evbuffer_add_printf(body, "%d %s: %s\n", status, reason, msg);
-            r->bytes_out = evbuffer_get_length(body);
-        }
-        evhttp_send_reply(r->client, status, status_phrase(status), body);
+        request_send(r, status, status_phrase(status), body);
         if (body != NULL)
             evbuffer_free(body);
         request_detach_client(r, REQUEST_ANSWERED);

@@ -161,6 +161,11 @@ void request_finish(struct request *r);
 /* Free every request the reaper holds (the server's reap event; and at exit). */
 void request_reap(struct server *s);
 
+/* Send the client an answer sluice made (an error, an aggregate's JSON): `body` is
+ * copied out (the caller frees it); a HEAD gets the head only, with the body's
+ * Content-Length. The client must be attached; the caller detaches it after. */
+void request_send(struct request *r, int status, const char *phrase, struct evbuffer *body);
+
 /* Answer the client with an error sluice produced itself: `status`, a short text body,
  * `Sluice-Reason: reason`, and `Retry-After: retry_after_s` when > 0; then finish `r`.
  * Logs one line at info (warn for 5xx). */
