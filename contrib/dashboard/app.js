@@ -78,10 +78,15 @@
         if (s < 60)
             return s + 's';
         if (s < 3600)
-            return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
+            return two(Math.floor(s / 60), 'm', s % 60, 's');
         if (s < 86400)
-            return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
-        return Math.floor(s / 86400) + 'd ' + Math.floor((s % 86400) / 3600) + 'h';
+            return two(Math.floor(s / 3600), 'h', Math.floor((s % 3600) / 60), 'm');
+        return two(Math.floor(s / 86400), 'd', Math.floor((s % 86400) / 3600), 'h');
+    }
+
+    /* "2m 5s", "2m" (a zero second unit left out) */
+    function two(a, ua, b, ub) {
+        return a + ua + (b ? ' ' + b + ub : '');
     }
 
     function fmtCountdown(ms) {

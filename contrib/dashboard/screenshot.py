@@ -193,7 +193,7 @@ def main():
         time.sleep(seconds)
 
         with browser:
-            page = browser.new_page(width=1400, height=900)
+            page = browser.new_page(width=1400, height=500)  # the page sets the height
             page.goto("http://127.0.0.1:%d/" % admin)
             if not page.eval("document.getElementById('conn') !== null"):
                 raise SystemExit("screenshot: GET / on the admin listener is not the "
