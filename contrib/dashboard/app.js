@@ -460,9 +460,15 @@
             var share = num(k.share);
             var sh = tr.appendChild(fieldEl('td', 'share'));
             put(sh, share, share === null ? DASH : Math.round(share * 100) + '%');
-            var bar = tr.appendChild(el('td', 'sharebar')).appendChild(el('div', 'bar'));
-            var fill = bar.appendChild(el('div', 'fill'));
+            var cell = tr.appendChild(el('td', 'sharebar'));
+            var fill = cell.appendChild(el('div', 'bar')).appendChild(el('div', 'fill'));
             fill.style.width = ((share || 0) * 100).toFixed(1) + '%';
+            if (k.paused) {
+                // the upstream paused this key alone (feedback scope: key)
+                tr.classList.add('paused');
+                tr.dataset.paused = '1';
+                cell.appendChild(el('span', 'badge key-paused', 'paused'));
+            }
             rows.push(tr);
         }
         c.keysBody.replaceChildren.apply(c.keysBody, rows);

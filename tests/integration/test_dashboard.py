@@ -388,6 +388,10 @@ def test_client_keys_are_shown_as_text(sluice_factory, open_page):
                             r.querySelector('[data-field="queued"]').dataset.value]; })
                     : null; })()""", 10, "the two busiest keys")
             assert rows == [[EVIL_KEY, EVIL_KEY, "3"], [EVIL_KEY2, EVIL_KEY2, "1"]], rows
+            assert d.page.eval("Array.from(document.querySelectorAll('[data-upstream=\"api\"] "
+                               "tr[data-key]'), function (r) { return r.dataset.paused; })") \
+                == ["1", "1"], "both keys are paused by the upstream"
+
             # the last pause was EVIL_KEY2's
             d.page.wait("document.querySelector('[data-upstream=\"api\"]').dataset.paused "
                         "=== '1'", 10, "the card to show the pause")
