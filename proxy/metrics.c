@@ -363,7 +363,9 @@ void metrics_request_done(struct metrics *m, const char *upstream, const char *r
             m->refused_connection_limit++;
         else if (strcmp(reason, "header_timeout") == 0)
             m->refused_header_timeout++;
-        return;
+        /* Refused before routing: only a 503 (shutdown) has anything for the "" series. */
+        if (status != 503)
+            return;
     }
     /* Per-upstream series (every request that reached one counts in answers[]). */
     us = up_get(m, upstream);
