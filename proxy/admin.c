@@ -28,6 +28,7 @@
 #include "limiter/dispatch.h"
 #include "limiter/lease.h"
 #include "proxy/clock.h"
+#include "proxy/dashboard_assets.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/server.h"
@@ -178,6 +179,20 @@ static void serve_status(struct admin *a, struct evhttp_request *req)
     evbuffer_free(body);
 }
 
+/* The dashboard's files, compiled in (proxy/dashboard_assets). */
+static void serve_asset(struct evhttp_request *req, const struct dashboard_asset *asset)
+{
+    struct evbuffer *body = evbuffer_new();
+
+    if (body == NULL) {
+        evhttp_send_error(req, 500, "Out of memory");
+        return;
+    }
+    evbuffer_add_reference(body, asset->data, asset->len, NULL, NULL);
+    reply(req, 200, "OK", asset->type, body);
+    evbuffer_free(body);
+}
+
 static void serve_metrics(struct admin *a, struct evhttp_request *req)
 {
     struct evbuffer *body = evbuffer_new();
@@ -198,14 +213,17 @@ static void request_cb(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const struct dashboard_asset *asset;
     int known;
 
     if (path == NULL)
         path = "";
-    known = strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
+    asset = dashboard_asset(path);
+    known = asset != NULL || strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
             strcmp(path, "/status") == 0;
     if (!known) {
-        reply_text(req, 404, "Not Found", "not found: try /metrics, /healthz or /status\n");
+        reply_text(req, 404, "Not Found",
+                   "not found: try / (the dashboard), /metrics, /healthz or /status\n");
         return;
     }
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
@@ -213,7 +231,9 @@ static void request_cb(struct evhttp_request *req, void *arg)
         reply_text(req, 405, "Method Not Allowed", "only GET and HEAD\n");
         return;
     }
-    if (strcmp(path, "/metrics") == 0)
+    if (asset != NULL)
+        serve_asset(req, asset);
+    else if (strcmp(path, "/metrics") == 0)
         serve_metrics(a, req);
     else if (strcmp(path, "/status") == 0)
         serve_status(a, req);

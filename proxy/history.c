@@ -167,6 +167,8 @@ struct history *history_new(struct server *s)
         history_free(h);
         return NULL;
     }
+    /* A first sample now, so what happens in the first second counts in the rates. */
+    tick(-1, 0, h);
     return h;
 }
 
