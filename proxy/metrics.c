@@ -610,7 +610,7 @@ static void format_rate(double rate, char *buf, size_t len)
     }
 }
 
-static void limit_label(const struct conf_upstream *cu, size_t li, char *buf, size_t len)
+void metrics_limit_label(const struct conf_upstream *cu, size_t li, char *buf, size_t len)
 {
     char other[48];
     size_t j, dup = 0;
@@ -962,7 +962,7 @@ void metrics_render(const struct metrics *m, const struct server *s, struct evbu
         cu = upstream_conf(u);
         d = upstream_dispatch(u);
         for (j = 0; j < cu->nlimits && j < dispatch_nlimits(d); j++) {
-            limit_label(cu, j, label, sizeof(label));
+            metrics_limit_label(cu, j, label, sizeof(label));
             open_upstream(out, "sluice_tokens_available", upstream_name(u));
             evbuffer_add(out, ",limit=\"", 8);
             add_escaped(out, label);

@@ -85,6 +85,11 @@ void metrics_client_refusals(const struct metrics *m, uint64_t *connection_limit
 /* A reload attempt (and start-up, as ok) at unix time `when`. */
 void metrics_config_loaded(struct metrics *m, int ok, int64_t when);
 
+/* The `limit` label of limit li of an upstream ("10/s", "5000/h"; "#N" appended when two
+ * limits have the same rate): the metrics' and /status's name for it. */
+struct conf_upstream;
+void metrics_limit_label(const struct conf_upstream *cu, size_t li, char *buf, size_t len);
+
 /* Append the whole exposition to `out`, reading gauges from the server's upstreams. */
 void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out);
 

@@ -80,13 +80,7 @@ static json_t *limits_json(const struct upstream *u, uint64_t now)
         const struct lease *l = dispatch_lease(d, i);
         char label[64];
         json_t *o = json_object(), *sh = json_null();
-        double r = cl->rate_per_sec;
-        if (r >= 1)
-            snprintf(label, sizeof(label), "%g/s", r);
-        else if (r * 60 >= 1)
-            snprintf(label, sizeof(label), "%g/m", r * 60);
-        else
-            snprintf(label, sizeof(label), "%g/h", r * 3600);
+        metrics_limit_label(cu, i, label, sizeof(label));
         if (su != NULL && l != NULL) {
             struct shared_user_stats st;
             const struct lease_counters *lc = lease_counters(l);
