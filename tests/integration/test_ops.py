@@ -14,6 +14,8 @@ import signal
 import socket
 import time
 
+import pytest
+
 from prometheus_client.parser import text_string_to_metric_families
 
 import harness
@@ -405,6 +407,34 @@ def test_admin_paths_methods_and_connection_cap(upstream, sluice_factory):
             h.close()
     harness.wait_until(lambda: harness.http_request(s.port, "GET", "/api/x").status == 200,
                        5.0, what="proxy accepting again")
+
+
+def test_admin_connection_cap_of_its_own(upstream, sluice_factory):
+    """The admin listener holds at most 32 connections: with 32 open and idle, a 33rd
+    waits unanswered (in the listen backlog) while the proxy keeps serving; once one of
+    the 32 closes, it is answered."""
+    s, ap = start_ops(sluice_factory, upstream.url)
+    held = [harness.connect(ap) for _ in range(32)]
+    extra = None
+    try:
+        # Each of the 32 counted: one request on each, the connection kept open.
+        for h in held:
+            h.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert h.recv(4096).startswith(b"HTTP/1.1 200"), "a held admin connection"
+        extra = harness.connect(ap)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        extra.settimeout(1.0)
+        with pytest.raises(socket.timeout):
+            extra.recv(4096)
+        assert harness.http_request(s.port, "GET", "/api/x").status == 200
+        held.pop().close()
+        extra.settimeout(5.0)
+        assert extra.recv(4096).startswith(b"HTTP/1.1 200"), "the 33rd once one closed"
+    finally:
+        for h in held:
+            h.close()
+        if extra is not None:
+            extra.close()
 
 
 def test_admin_bind_failure_fails_startup(upstream, sluice_factory):
