@@ -107,8 +107,17 @@ static int parse_ratelimit(const char *v, uint64_t *remaining, uint64_t *reset_s
             while (*p == ' ')
                 p++;
             if ((p[0] == 'r' || p[0] == 't') && p[1] == '=') {
-                char *end;
-                unsigned long long num = strtoull(p + 2, &end, 10);
+                char *end = (char *)p + 2;
+                unsigned long long num = 0;
+                /* Digits only, then the end of the parameter: "-5" (which strtoull would
+                 * wrap to a huge count) or "5x" is no value, as if absent. */
+                if (isdigit((unsigned char)p[2])) {
+                    errno = 0;
+                    num = strtoull(p + 2, &end, 10);
+                    if (errno != 0 || (end < v + len && *end != ';' && *end != ' ' &&
+                                       *end != '\t'))
+                        end = (char *)p + 2;
+                }
                 if (end != p + 2) {
                     if (p[0] == 'r')
                         r = num;

@@ -58,6 +58,20 @@ static void test_ratelimit_draft(void **state)
     assert_int_equal(feedback_parse(&h, NOW, &fb), 1);
     assert_int_equal(fb.remaining, 2);
     assert_int_equal(fb.reset_ms, 3600000);
+
+    /* A negative or malformed count is no value: that policy says nothing (before, "-5"
+     * wrapped to a huge count, and "0x" read as 0). */
+    h.ratelimit = "\"a\";r=-5;t=5, \"b\";r=7;t=9";
+    assert_int_equal(feedback_parse(&h, NOW, &fb), 1);
+    assert_int_equal(fb.remaining, 7);
+    assert_int_equal(fb.reset_ms, 9000);
+    h.ratelimit = "\"a\";r=0x;t=5";
+    assert_int_equal(feedback_parse(&h, NOW, &fb), 0);
+    assert_false(fb.has_budget);
+    h.ratelimit = "\"a\";r=0 ;t=5";
+    assert_int_equal(feedback_parse(&h, NOW, &fb), 1);
+    assert_int_equal(fb.remaining, 0);
+    assert_int_equal(fb.reset_ms, 5000);
 }
 
 static void test_x_ratelimit_epoch_and_delta(void **state)
