@@ -77,43 +77,56 @@ static int has_space_or_control(const char *s)
 
 /* ---------------------------------------------------------------- custom keys */
 
-/* "HOST:PORT" or "[IPV6]:PORT", HOST an IP address or "localhost". */
-static int parse_hostport(struct diag *d, const struct node *n, char **address, char **host,
-                          uint16_t *port)
+/* Splits "HOST:PORT" or "[IPV6]:PORT" at its last colon: the host (without brackets),
+ * its length and the port's text. `expected` names the accepted forms in the error,
+ * `port_eg` is the port of the bracket hint's example. */
+static int split_hostport(struct diag *d, const struct node *n, const char *s, const char *expected,
+                          const char *port_eg, const char **host, size_t *hlen, const char **port)
 {
-    const char *s = schema_scalar(d, n, "HOST:PORT");
-    const char *h, *hend, *p;
-    char ex[64], hbuf[64];
-    unsigned char addr[16];
-    size_t hlen;
-    int ok = 0;
+    const char *hend;
+    char ex[64];
 
-    if (s == NULL)
-        return -1;
     if (s[0] == '[') {
-        h = s + 1;
-        hend = strchr(h, ']');
+        *host = s + 1;
+        hend = strchr(*host, ']');
         if (hend == NULL || hend[1] != ':') {
             diag_fail(d, &n->mark, "expected [IPV6]:PORT, got '%s'",
                       diag_excerpt(s, ex, sizeof ex));
             return -1;
         }
-        p = hend + 2;
+        *port = hend + 2;
     } else {
-        h = s;
+        *host = s;
         hend = strrchr(s, ':');
         if (hend == NULL) {
-            diag_fail(d, &n->mark, "expected HOST:PORT, got '%s'", diag_excerpt(s, ex, sizeof ex));
-            return -1;
-        }
-        if (memchr(s, ':', (size_t)(hend - s)) != NULL) {
-            diag_fail(d, &n->mark, "IPv6 addresses need brackets, as in [::1]:8080, got '%s'",
+            diag_fail(d, &n->mark, "expected %s, got '%s'", expected,
                       diag_excerpt(s, ex, sizeof ex));
             return -1;
         }
-        p = hend + 1;
+        if (memchr(s, ':', (size_t)(hend - s)) != NULL) {
+            diag_fail(d, &n->mark, "IPv6 addresses need brackets, as in [::1]:%s, got '%s'",
+                      port_eg, diag_excerpt(s, ex, sizeof ex));
+            return -1;
+        }
+        *port = hend + 1;
     }
-    hlen = (size_t)(hend - h);
+    *hlen = (size_t)(hend - *host);
+    return 0;
+}
+
+/* "HOST:PORT" or "[IPV6]:PORT", HOST an IP address or "localhost". */
+static int parse_hostport(struct diag *d, const struct node *n, char **address, char **host,
+                          uint16_t *port)
+{
+    const char *s = schema_scalar(d, n, "HOST:PORT");
+    const char *h, *p;
+    char ex[64], hbuf[64];
+    unsigned char addr[16];
+    size_t hlen;
+    int ok = 0;
+
+    if (s == NULL || split_hostport(d, n, s, "HOST:PORT", "8080", &h, &hlen, &p) != 0)
+        return -1;
     if (hlen == 0) {
         diag_fail(d, &n->mark, "missing host (0.0.0.0 listens on every address), got '%s'",
                   diag_excerpt(s, ex, sizeof ex));
@@ -550,7 +563,7 @@ static int parse_redis(struct diag *d, const struct node *n, void *obj)
 {
     struct conf_shared *sh = obj;
     const char *s = schema_scalar(d, n, "HOST:PORT or unix:/path/to/socket");
-    const char *h, *hend, *p;
+    const char *h, *p;
     char ex[64], hbuf[256];
     unsigned char addr[16];
     size_t hlen;
@@ -581,31 +594,9 @@ static int parse_redis(struct diag *d, const struct node *n, void *obj)
                       diag_excerpt(s, ex, sizeof ex));
             return -1;
         }
-        if (s[0] == '[') {
-            h = s + 1;
-            hend = strchr(h, ']');
-            if (hend == NULL || hend[1] != ':') {
-                diag_fail(d, &n->mark, "expected [IPV6]:PORT, got '%s'",
-                          diag_excerpt(s, ex, sizeof ex));
-                return -1;
-            }
-            p = hend + 2;
-        } else {
-            h = s;
-            hend = strrchr(s, ':');
-            if (hend == NULL) {
-                diag_fail(d, &n->mark, "expected HOST:PORT or unix:/path/to/socket, got '%s'",
-                          diag_excerpt(s, ex, sizeof ex));
-                return -1;
-            }
-            if (memchr(s, ':', (size_t)(hend - s)) != NULL) {
-                diag_fail(d, &n->mark, "IPv6 addresses need brackets, as in [::1]:6379, got '%s'",
-                          diag_excerpt(s, ex, sizeof ex));
-                return -1;
-            }
-            p = hend + 1;
-        }
-        hlen = (size_t)(hend - h);
+        if (split_hostport(d, n, s, "HOST:PORT or unix:/path/to/socket", "6379", &h, &hlen, &p) !=
+            0)
+            return -1;
         if (hlen > 0 && hlen < sizeof hbuf) {
             memcpy(hbuf, h, hlen);
             hbuf[hlen] = '\0';

@@ -48,11 +48,11 @@ struct admin {
     struct server *server;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
-    size_t conns;                   /* open admin connections */
-    int paused;                     /* accepting stopped at ADMIN_MAX_CONNECTIONS */
+    size_t conns; /* open admin connections */
+    int paused;   /* accepting stopped at ADMIN_MAX_CONNECTIONS */
     struct bufferevent *pending[ADMIN_MAX_CONNECTIONS + 8]; /* awaiting their close callback */
     size_t npending;
-    struct event *pending_ev;       /* priority 0: registers close callbacks */
+    struct event *pending_ev; /* priority 0: registers close callbacks */
 };
 
 static void reply(struct evhttp_request *req, int code, const char *phrase, const char *ctype,
@@ -145,9 +145,6 @@ static void reply_text(struct evhttp_request *req, int code, const char *phrase,
     reply(req, code, phrase, "text/plain; charset=utf-8", body);
     evbuffer_free(body);
 }
-
-
-
 
 static void serve_status(struct admin *a, struct evhttp_request *req)
 {

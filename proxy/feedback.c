@@ -114,8 +114,7 @@ static int parse_ratelimit(const char *v, uint64_t *remaining, uint64_t *reset_s
                 if (isdigit((unsigned char)p[2])) {
                     errno = 0;
                     num = strtoull(p + 2, &end, 10);
-                    if (errno != 0 || (end < v + len && *end != ';' && *end != ' ' &&
-                                       *end != '\t'))
+                    if (errno != 0 || (end < v + len && *end != ';' && *end != ' ' && *end != '\t'))
                         end = (char *)p + 2;
                 }
                 if (end != p + 2) {

@@ -265,8 +265,7 @@ size_t history_series(const struct history *h, const char *name, size_t n, uint3
     return n;
 }
 
-void history_client_rates(const struct history *h, double *connection_limit,
-                          double *header_timeout)
+void history_client_rates(const struct history *h, double *connection_limit, double *header_timeout)
 {
     const struct client_sample *a, *b;
     size_t back;

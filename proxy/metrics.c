@@ -73,7 +73,7 @@ struct up_series {
     struct histogram queue_wait;
     struct histogram latency;
     uint64_t rejections[NREJECTIONS];
-    uint64_t answers[5]; /* finished requests by status class 1xx..5xx */
+    uint64_t answers[5];                     /* finished requests by status class 1xx..5xx */
     uint64_t class_wait_ns[METRICS_CLASSES]; /* queue wait summed per priority class */
     uint64_t class_waits[METRICS_CLASSES];
 };
@@ -693,12 +693,15 @@ static void render_shared(const struct server *s, struct evbuffer *out)
     if (!any)
         return;
     for (k = 0; k < 8; k++) {
-        static const char *const names[] = {
-            "sluice_shared_lease_calls_total", "sluice_shared_slots_total",
-            "sluice_shared_mode", "sluice_shared_instances", "sluice_shared_fleet_pauses_total",
-            "sluice_shared_fences_total", "sluice_shared_release_lateness_seconds",
-            "sluice_shared_release_lateness_max_seconds"};
-        static const char *const types[] = {"counter", "counter", "gauge", "gauge",
+        static const char *const names[] = {"sluice_shared_lease_calls_total",
+                                            "sluice_shared_slots_total",
+                                            "sluice_shared_mode",
+                                            "sluice_shared_instances",
+                                            "sluice_shared_fleet_pauses_total",
+                                            "sluice_shared_fences_total",
+                                            "sluice_shared_release_lateness_seconds",
+                                            "sluice_shared_release_lateness_max_seconds"};
+        static const char *const types[] = {"counter", "counter", "gauge",   "gauge",
                                             "counter", "counter", "summary", "gauge"};
         static const char *const helps[] = {
             "Lease calls to Redis by result.",
@@ -728,8 +731,7 @@ static void render_shared(const struct server *s, struct evbuffer *out)
                                           st.calls_timeout, st.calls_noscript};
                     for (r = 0; r < 5; r++) {
                         open_budget(out, names[k], u, st.budget);
-                        evbuffer_add_printf(out, ",result=\"%s\"} %" PRIu64 "\n", results[r],
-                                            v[r]);
+                        evbuffer_add_printf(out, ",result=\"%s\"} %" PRIu64 "\n", results[r], v[r]);
                     }
                     break;
                 }

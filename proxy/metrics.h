@@ -69,8 +69,8 @@ void metrics_aggregate_part(struct metrics *m, const char *route, const char *pa
 /* Cumulative totals of one upstream, for the dashboard's history (proxy/history). */
 #define METRICS_WAIT_BUCKETS 15 /* the queue-wait histogram's buckets, the last +Inf */
 struct metrics_totals {
-    uint64_t answers[5];          /* statuses 1xx..5xx of finished requests */
-    uint64_t refusals[4];         /* 503 queue_full, deadline, shutdown, key_queue_full */
+    uint64_t answers[5];  /* statuses 1xx..5xx of finished requests */
+    uint64_t refusals[4]; /* 503 queue_full, deadline, shutdown, key_queue_full */
     uint64_t wait_buckets[METRICS_WAIT_BUCKETS]; /* queue waits per bucket (not cumulative) */
 };
 /* Fills `out` (zeros for an upstream not seen yet). */

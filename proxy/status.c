@@ -34,9 +34,11 @@ static json_t *text(const char *s, size_t n)
         return NULL;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                                 : c >= 0xf0 && c <= 0xf4 ? 4
-                                                         : 0;
+        size_t len = c < 0x80                 ? 1
+                     : c >= 0xc2 && c <= 0xdf ? 2
+                     : c >= 0xe0 && c <= 0xef ? 3
+                     : c >= 0xf0 && c <= 0xf4 ? 4
+                                              : 0;
         size_t k;
         int ok = len > 0 && i + len <= n && c != 0;
         for (k = 1; ok && k < len; k++)
@@ -65,7 +67,10 @@ static json_t *text(const char *s, size_t n)
 
 static json_t *str(const char *s) { return s ? text(s, strlen(s)) : json_null(); }
 
-static json_t *ms(uint64_t ns) { return json_integer((json_int_t)((ns + NS_PER_MS - 1) / NS_PER_MS)); }
+static json_t *ms(uint64_t ns)
+{
+    return json_integer((json_int_t)((ns + NS_PER_MS - 1) / NS_PER_MS));
+}
 
 static json_t *limits_json(const struct upstream *u, uint64_t now)
 {
@@ -85,17 +90,16 @@ static json_t *limits_json(const struct upstream *u, uint64_t now)
             struct shared_user_stats st;
             const struct lease_counters *lc = lease_counters(l);
             shared_user_stats(su, &st);
-            sh = json_pack("{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I,s:I,s:I,s:I,s:I}}",
-                           "budget", str(st.budget), "mode",
-                           lease_mode(l) == LEASE_FALLBACK ? "fallback" : "redis", "instances",
-                           (json_int_t)lease_instances(l), "slots_held",
-                           (json_int_t)lease_held(l, now), "granted", (json_int_t)lc->granted,
-                           "released", (json_int_t)lc->released, "dropped",
-                           (json_int_t)lc->dropped, "fleet_pauses", (json_int_t)st.fleet_pauses,
-                           "fences", (json_int_t)st.fences, "calls", "ok",
-                           (json_int_t)st.calls_ok, "empty", (json_int_t)st.calls_empty, "error",
-                           (json_int_t)st.calls_error, "timeout", (json_int_t)st.calls_timeout,
-                           "noscript", (json_int_t)st.calls_noscript);
+            sh = json_pack(
+                "{s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I,s:I,s:I,s:I,s:I}}", "budget",
+                str(st.budget), "mode", lease_mode(l) == LEASE_FALLBACK ? "fallback" : "redis",
+                "instances", (json_int_t)lease_instances(l), "slots_held",
+                (json_int_t)lease_held(l, now), "granted", (json_int_t)lc->granted, "released",
+                (json_int_t)lc->released, "dropped", (json_int_t)lc->dropped, "fleet_pauses",
+                (json_int_t)st.fleet_pauses, "fences", (json_int_t)st.fences, "calls", "ok",
+                (json_int_t)st.calls_ok, "empty", (json_int_t)st.calls_empty, "error",
+                (json_int_t)st.calls_error, "timeout", (json_int_t)st.calls_timeout, "noscript",
+                (json_int_t)st.calls_noscript);
         }
         if (o == NULL)
             break;
@@ -117,11 +121,11 @@ static json_t *keys_json(const struct upstream *u)
     json_t *arr = json_array();
 
     for (i = 0; arr && i < n; i++)
-        json_array_append_new(
-            arr, json_pack("{s:o, s:I, s:f, s:b}", "key", text(top[i].key, top[i].key_len),
-                           "queued", (json_int_t)top[i].queued, "share",
-                           queued ? (double)top[i].queued / (double)queued : 0.0, "paused",
-                           top[i].paused));
+        json_array_append_new(arr, json_pack("{s:o, s:I, s:f, s:b}", "key",
+                                             text(top[i].key, top[i].key_len), "queued",
+                                             (json_int_t)top[i].queued, "share",
+                                             queued ? (double)top[i].queued / (double)queued : 0.0,
+                                             "paused", top[i].paused));
     return json_pack("{s:I, s:I, s:o}", "tracked", (json_int_t)dispatch_nkeys(d), "active",
                      (json_int_t)dispatch_active_flows(d), "top", arr ? arr : json_array());
 }
@@ -154,7 +158,8 @@ static json_t *upstream_json(struct server *s, const struct upstream *u, uint64_
     const struct conf_upstream *cu = upstream_conf(u);
     const struct dispatch *d = upstream_dispatch(u);
     const struct upstream_stats *st = upstream_stats(u);
-    uint64_t wake = dispatch_wake_ns(d, now), predicted = dispatch_predict_wait_ns(d, NULL, 0, 1, now);
+    uint64_t wake = dispatch_wake_ns(d, now),
+             predicted = dispatch_predict_wait_ns(d, NULL, 0, 1, now);
     struct history_now hn;
     struct metrics_totals tot;
     json_t *o;
@@ -177,18 +182,18 @@ static json_t *upstream_json(struct server *s, const struct upstream *u, uint64_
         (json_int_t)cu->max_in_flight, "max_wait_ms", (json_int_t)cu->max_wait_ms,
         "next_release_in_ms",
         wake == DISPATCH_NEVER || dispatch_queue_len(d) == 0 ? json_null()
-                                                               : ms(wake > now ? wake - now : 0),
+                                                             : ms(wake > now ? wake - now : 0),
         "predicted_wait_ms", predicted == DISPATCH_NEVER ? json_null() : ms(predicted),
         "queue_wait_ms", "p50", hn.wait_p50_ms, "p99", hn.wait_p99_ms, "window_s",
         (json_int_t)HISTORY_WAIT_S, "count", (json_int_t)hn.wait_count, "answers_rate", "2xx",
         hn.answers_rate[1], "3xx", hn.answers_rate[2], "4xx", hn.answers_rate[3], "5xx",
         hn.answers_rate[4], "refusals_rate", "queue_full", hn.refusals_rate[0], "deadline",
-        hn.refusals_rate[1], "shutdown", hn.refusals_rate[2], "key_queue_full",
-        hn.refusals_rate[3], "refusals", "queue_full", (json_int_t)tot.refusals[0], "deadline",
+        hn.refusals_rate[1], "shutdown", hn.refusals_rate[2], "key_queue_full", hn.refusals_rate[3],
+        "refusals", "queue_full", (json_int_t)tot.refusals[0], "deadline",
         (json_int_t)tot.refusals[1], "shutdown", (json_int_t)tot.refusals[2], "key_queue_full",
         (json_int_t)tot.refusals[3], "pause", pause_json(u, now), "pool", "idle",
-        (json_int_t)upstream_pool_idle(u), "lent", (json_int_t)upstream_pool_lent(u),
-        "keepalive", (json_int_t)cu->keepalive, "keys", keys_json(u), "counters", "admitted",
+        (json_int_t)upstream_pool_idle(u), "lent", (json_int_t)upstream_pool_lent(u), "keepalive",
+        (json_int_t)cu->keepalive, "keys", keys_json(u), "counters", "admitted",
         (json_int_t)st->admitted, "released", (json_int_t)st->released, "refused_full",
         (json_int_t)st->refused_full, "refused_late", (json_int_t)st->refused_late, "expired",
         (json_int_t)st->expired, "withdrawn", (json_int_t)st->withdrawn, "responses",
@@ -256,16 +261,15 @@ int status_render(struct server *s, size_t history, struct evbuffer *out)
     for (i = 0; ups && i < s->nupstreams; i++)
         if (s->upstreams[i] != NULL)
             json_array_append_new(ups, upstream_json(s, s->upstreams[i], now, history));
-    doc = json_pack("{s:s, s:s, s:I, s:I, s:{s:I, s:I, s:{s:I, s:I}, s:{s:f, s:f}}, s:o}",
-                    "state", server_is_draining(s) ? "draining" : "running", "version",
-                    SLUICE_VERSION, "uptime_s", (json_int_t)((now - s->started_ns) / NS_PER_SEC),
-                    "now_unix_ms",
-                    (json_int_t)tv.tv_sec * 1000 + (json_int_t)(tv.tv_usec / 1000), "client",
-                    "connections", (json_int_t)(s->frontend ? frontend_connections(s->frontend) : 0),
-                    "max_connections", (json_int_t)s->conf->client.max_connections, "refused",
-                    "connection_limit", (json_int_t)cl, "header_timeout", (json_int_t)ht,
-                    "refused_rate", "connection_limit", clr, "header_timeout", htr, "upstreams",
-                    ups ? ups : json_array());
+    doc = json_pack(
+        "{s:s, s:s, s:I, s:I, s:{s:I, s:I, s:{s:I, s:I}, s:{s:f, s:f}}, s:o}", "state",
+        server_is_draining(s) ? "draining" : "running", "version", SLUICE_VERSION, "uptime_s",
+        (json_int_t)((now - s->started_ns) / NS_PER_SEC), "now_unix_ms",
+        (json_int_t)tv.tv_sec * 1000 + (json_int_t)(tv.tv_usec / 1000), "client", "connections",
+        (json_int_t)(s->frontend ? frontend_connections(s->frontend) : 0), "max_connections",
+        (json_int_t)s->conf->client.max_connections, "refused", "connection_limit", (json_int_t)cl,
+        "header_timeout", (json_int_t)ht, "refused_rate", "connection_limit", clr, "header_timeout",
+        htr, "upstreams", ups ? ups : json_array());
     if (doc == NULL)
         return -1;
     rc = json_dump_callback(doc, dump_cb, out, JSON_COMPACT);
