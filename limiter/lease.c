@@ -130,14 +130,16 @@ static void runs_compact(struct lease *l)
         l->run_head = 0;
 }
 
-/* Drop every held slot whose deadline is before t (counted). */
-static void drop_expired(struct lease *l, uint64_t t)
+/* Drop, from the front of every run, the slots `front(run, t)` counts (counted as
+ * dropped): run_expired (deadline passed) or run_before (window opens before t). */
+static void drop_front(struct lease *l, uint64_t (*front)(const struct lease_run *, uint64_t),
+                       uint64_t t)
 {
     int emptied = 0;
 
     for (uint32_t i = 0; i < l->nruns; i++) {
         struct lease_run *r = run_at(l, i);
-        uint64_t m = run_expired(r, t);
+        uint64_t m = front(r, t);
         if (m == 0)
             continue;
         run_advance(r, m);
@@ -148,6 +150,9 @@ static void drop_expired(struct lease *l, uint64_t t)
     if (emptied)
         runs_compact(l);
 }
+
+/* Drop every held slot whose deadline is before t (counted). */
+static void drop_expired(struct lease *l, uint64_t t) { drop_front(l, run_expired, t); }
 
 /* ---------------------------------------------------------------- views at t (const) */
 
@@ -635,22 +640,9 @@ int lease_mode(const struct lease *l) { return l->mode; }
 
 void lease_drop_until(struct lease *l, uint64_t until_ns)
 {
-    int emptied = 0;
-
     if (until_ns > l->pause_until_ns)
         l->pause_until_ns = until_ns;
-    for (uint32_t i = 0; i < l->nruns; i++) {
-        struct lease_run *r = run_at(l, i);
-        uint64_t m = run_before(r, until_ns);
-        if (m == 0)
-            continue;
-        run_advance(r, m);
-        l->held -= m;
-        l->stats.dropped += m;
-        emptied |= r->count == 0;
-    }
-    if (emptied)
-        runs_compact(l);
+    drop_front(l, run_before, until_ns);
     l->stats.dropped += l->gathered;
     l->gathered = 0;
 }

@@ -628,6 +628,17 @@ void metrics_limit_label(const struct conf_upstream *cu, size_t li, char *buf, s
     }
 }
 
+void metrics_aggregates(const struct metrics *m, const struct metrics_aggregate_visitor *v)
+{
+    const struct agg_series *a;
+    const struct aggpart_series *p;
+
+    for (a = m->aggs; a != NULL; a = a->next)
+        v->route(v->arg, a->route, a->outcomes, a->took_sum_ns, a->took_count);
+    for (p = m->aggparts; p != NULL; p = p->next)
+        v->part(v->arg, p->route, p->part, p->reason, p->count);
+}
+
 static void render_aggregates(const struct metrics *m, struct evbuffer *out)
 {
     const struct agg_series *a;

@@ -90,6 +90,18 @@ void metrics_config_loaded(struct metrics *m, int ok, int64_t when);
 struct conf_upstream;
 void metrics_limit_label(const struct conf_upstream *cu, size_t li, char *buf, size_t len);
 
+/* The aggregate routes' counts (for /status), each series once, routes by path_prefix:
+ * `route` with the answers by outcome (complete, partial, failed) and their total time,
+ * then `part` for each (route, part, reason) seen. */
+struct metrics_aggregate_visitor {
+    void (*route)(void *arg, const char *route, const uint64_t outcomes[3], uint64_t took_sum_ns,
+                  uint64_t took_count);
+    void (*part)(void *arg, const char *route, const char *part, const char *reason,
+                 uint64_t count);
+    void *arg;
+};
+void metrics_aggregates(const struct metrics *m, const struct metrics_aggregate_visitor *v);
+
 /* Append the whole exposition to `out`, reading gauges from the server's upstreams. */
 void metrics_render(const struct metrics *m, const struct server *s, struct evbuffer *out);
 

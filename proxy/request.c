@@ -31,6 +31,25 @@
 #include "proxy/server.h"
 #include "proxy/upstream.h"
 
+/* What every request starts with: an id, its config generation held, the admitting
+ * state, a waiter of cost 1, and a place on the server's list of open requests. */
+static void request_start(struct request *r, struct server *s, struct confgen *gen)
+{
+    r->id = ++s->next_request_id;
+    r->server = s;
+    r->gen = gen;
+    confgen_hold(r->gen);
+    r->state = REQUEST_ADMITTING;
+    r->waiter.data = r;
+    r->waiter.cost = 1;
+    r->arrived_ns = clock_now_ns();
+    s->requests_open++;
+    r->all_next = s->requests;
+    if (s->requests != NULL)
+        s->requests->all_prev = r;
+    s->requests = r;
+}
+
 struct request *request_new(struct server *s, struct evhttp_request *client)
 {
     struct request *r = calloc(1, sizeof(*r));
@@ -40,15 +59,8 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
 
     if (r == NULL)
         return NULL;
-    r->id = ++s->next_request_id;
-    r->server = s;
-    r->gen = s->gen;
-    confgen_hold(r->gen);
-    r->state = REQUEST_ADMITTING;
+    request_start(r, s, s->gen);
     r->client = client;
-    r->waiter.data = r;
-    r->waiter.cost = 1;
-    r->arrived_ns = clock_now_ns();
     evcon = evhttp_request_get_connection(client);
     if (evcon != NULL)
         evhttp_connection_get_peer(evcon, &addr, &port);
@@ -59,11 +71,6 @@ struct request *request_new(struct server *s, struct evhttp_request *client)
         r->target = strdup(evhttp_request_get_uri(client));
         r->user_agent = ua ? strdup(ua) : NULL;
     }
-    s->requests_open++;
-    r->all_next = s->requests;
-    if (s->requests != NULL)
-        s->requests->all_prev = r;
-    s->requests = r;
     return r;
 }
 
@@ -98,17 +105,10 @@ struct request *request_new_part(struct request *parent, const char *target, int
         free(r);
         return NULL;
     }
-    r->id = ++s->next_request_id;
-    r->server = s;
-    r->gen = parent->gen;
-    confgen_hold(r->gen);
-    r->state = REQUEST_ADMITTING;
+    request_start(r, s, parent->gen);
     r->sink = *sink;
     r->parent_id = parent->id;
     r->part_method = method;
-    r->waiter.data = r;
-    r->waiter.cost = 1;
-    r->arrived_ns = clock_now_ns();
     r->client_tls = parent->client_tls;
     memcpy(r->client_ip, parent->client_ip, sizeof(r->client_ip));
     r->method = request_method_name(method);
@@ -116,11 +116,6 @@ struct request *request_new_part(struct request *parent, const char *target, int
         r->target = strdup(target);
         r->user_agent = parent->user_agent ? strdup(parent->user_agent) : NULL;
     }
-    s->requests_open++;
-    r->all_next = s->requests;
-    if (s->requests != NULL)
-        s->requests->all_prev = r;
-    s->requests = r;
     return r;
 }
 
@@ -236,8 +231,7 @@ void request_finish(struct request *r)
     if (r->sink.done != NULL) {
         /* A part ended without an answer of its own (cut short): its aggregate must
          * still hear of it, once. */
-        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) =
-            r->sink.done;
+        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) = r->sink.done;
         r->sink.done = NULL;
         done(r->sink.arg, r, r->status ? r->status : 502, r->reason ? r->reason : "upstream_error",
              NULL);

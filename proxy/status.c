@@ -237,6 +237,57 @@ static json_t *upstream_json(struct server *s, const struct upstream *u, uint64_
     return o;
 }
 
+static void agg_route(void *arg, const char *route, const uint64_t outcomes[3],
+                      uint64_t took_sum_ns, uint64_t took_count)
+{
+    json_t *o = json_object_get(arg, route);
+
+    if (o == NULL) /* a route a reload removed */
+        return;
+    json_object_set_new(o, "answers",
+                        json_pack("{s:I, s:I, s:I}", "complete", (json_int_t)outcomes[0], "partial",
+                                  (json_int_t)outcomes[1], "failed", (json_int_t)outcomes[2]));
+    json_object_set_new(
+        o, "mean_ms",
+        took_count == 0 ? json_null() : json_real((double)took_sum_ns / (double)took_count / 1e6));
+}
+
+static void agg_part(void *arg, const char *route, const char *part, const char *reason,
+                     uint64_t count)
+{
+    json_t *o = json_object_get(arg, route);
+    json_t *p = o ? json_object_get(json_object_get(o, "parts"), part) : NULL;
+
+    if (p != NULL) /* else a part a reload removed */
+        json_object_set_new(p, reason, json_integer((json_int_t)count));
+}
+
+/* {path_prefix: {answers: {complete, partial, failed}, mean_ms, parts: {name: {reason:
+ * count}}}} for each configured aggregate route, from the metrics' counts. */
+static json_t *aggregates_json(const struct server *s)
+{
+    json_t *all = json_object();
+    struct metrics_aggregate_visitor v = {agg_route, agg_part, all};
+    size_t i, j;
+
+    for (i = 0; all && i < s->conf->nroutes; i++) {
+        const struct conf_route *cr = &s->conf->routes[i];
+        json_t *parts = json_object();
+        if (cr->aggregate == NULL || parts == NULL) {
+            json_decref(parts);
+            continue;
+        }
+        for (j = 0; j < cr->aggregate->nparts; j++)
+            json_object_set_new(parts, cr->aggregate->parts[j].name, json_object());
+        json_object_set_new(all, cr->path_prefix,
+                            json_pack("{s:{s:i, s:i, s:i}, s:n, s:o}", "answers", "complete", 0,
+                                      "partial", 0, "failed", 0, "mean_ms", "parts", parts));
+    }
+    if (all != NULL && s->metrics != NULL)
+        metrics_aggregates(s->metrics, &v);
+    return all ? all : json_object();
+}
+
 static int dump_cb(const char *buffer, size_t size, void *data)
 {
     return evbuffer_add(data, buffer, size);
@@ -262,14 +313,14 @@ int status_render(struct server *s, size_t history, struct evbuffer *out)
         if (s->upstreams[i] != NULL)
             json_array_append_new(ups, upstream_json(s, s->upstreams[i], now, history));
     doc = json_pack(
-        "{s:s, s:s, s:I, s:I, s:{s:I, s:I, s:{s:I, s:I}, s:{s:f, s:f}}, s:o}", "state",
+        "{s:s, s:s, s:I, s:I, s:{s:I, s:I, s:{s:I, s:I}, s:{s:f, s:f}}, s:o, s:o}", "state",
         server_is_draining(s) ? "draining" : "running", "version", SLUICE_VERSION, "uptime_s",
         (json_int_t)((now - s->started_ns) / NS_PER_SEC), "now_unix_ms",
         (json_int_t)tv.tv_sec * 1000 + (json_int_t)(tv.tv_usec / 1000), "client", "connections",
         (json_int_t)(s->frontend ? frontend_connections(s->frontend) : 0), "max_connections",
         (json_int_t)s->conf->client.max_connections, "refused", "connection_limit", (json_int_t)cl,
         "header_timeout", (json_int_t)ht, "refused_rate", "connection_limit", clr, "header_timeout",
-        htr, "upstreams", ups ? ups : json_array());
+        htr, "upstreams", ups ? ups : json_array(), "aggregates", aggregates_json(s));
     if (doc == NULL)
         return -1;
     rc = json_dump_callback(doc, dump_cb, out, JSON_COMPACT);

@@ -693,6 +693,10 @@ def test_metrics_and_access_log_match_what_clients_saw(make_upstream, sluice_fac
     s = start(sluice_factory, cfg)
     before = test_ops.scrape(ap)
     assert test_ops.series(before, "sluice_aggregate_parts_total") == {}
+    st = harness.http_request(ap, "GET", "/status").json()
+    assert st["aggregates"] == {ROUTE: {
+        "answers": {"complete": 0, "partial": 0, "failed": 0}, "mean_ms": None,
+        "parts": {"a": {}, "b": {}, "c": {}}}}, st["aggregates"]
     seen = {}
     for q in ("ok", "mix", "bad"):
         r, _ = get(s, ROUTE + "?s=" + q, headers=[("User-Agent", "agg/" + q)])
@@ -725,6 +729,12 @@ def test_metrics_and_access_log_match_what_clients_saw(make_upstream, sluice_fac
     assert got_parts == dict(parts), got_parts
     assert test_ops.value(m, "sluice_aggregate_duration_seconds_count", route=ROUTE) == 3
     assert 0 < test_ops.value(m, "sluice_aggregate_duration_seconds_sum", route=ROUTE) < 10
+    # /status counts the same
+    st = harness.http_request(ap, "GET", "/status").json()["aggregates"][ROUTE]
+    assert st["answers"] == got_outcomes, st
+    assert {(p, r): n for p, rs in st["parts"].items() for r, n in rs.items()} == dict(parts), st
+    want_ms = test_ops.value(m, "sluice_aggregate_duration_seconds_sum", route=ROUTE) / 3 * 1000
+    assert abs(st["mean_ms"] - want_ms) <= want_ms * 1e-3, (st, want_ms)
     per = harness.Counter()
     for (up, route, status, reason), v in test_ops.requests_total(m).items():
         assert route == ROUTE, (up, route)
