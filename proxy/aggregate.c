@@ -41,7 +41,7 @@ struct aggregate_part {
     int done;
     int status;             /* the upstream's, or sluice's own */
     const char *reason;     /* "ok", sluice's reason, "too_large", "deadline"... */
-    char status_reason[16]; /* "status_503" */
+    char status_reason[24]; /* "status_503" (room for any int: no truncation warning) */
     struct evbuffer *body;  /* kept for the merge (2xx only) */
 };
 
