@@ -37,7 +37,7 @@ struct aggregate;
 struct aggregate_part {
     struct aggregate *agg;
     const struct conf_part *conf;
-    struct request *r;      /* the part's request while it is out; NULL once done */
+    struct request *r; /* the part's request while it is out; NULL once done */
     int done;
     int status;             /* the upstream's, or sluice's own */
     const char *reason;     /* "ok", sluice's reason, "too_large", "deadline"... */
@@ -191,8 +191,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct aggregate *a = arg;
 
-    request_log(a->r, LOG_LEVEL_INFO, "aggregate.timeout reached with %zu part(s) out",
-                a->pending);
+    request_log(a->r, LOG_LEVEL_INFO, "aggregate.timeout reached with %zu part(s) out", a->pending);
     take_back(a, "deadline");
     answer(a);
 }
@@ -270,8 +269,8 @@ void aggregate_start(struct request *r)
         struct request *pr;
         p->agg = a;
         p->conf = cp;
-        pr = target ? request_new_part(r, target, method,
-                                       method == EVHTTP_REQ_GET ? NULL : body, &sink)
+        pr = target ? request_new_part(r, target, method, method == EVHTTP_REQ_GET ? NULL : body,
+                                       &sink)
                     : NULL;
         free(target);
         if (pr == NULL) {

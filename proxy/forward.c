@@ -255,9 +255,9 @@ static int headers_cb(struct evhttp_request *in, void *arg)
 
     if (r->client == NULL && r->sink.done == NULL)
         return 0;
-    pause_ms = upstream_feedback(r->upstream, r->key, r->key_len,
-                                 evhttp_request_get_response_code(in),
-                                 evhttp_request_get_input_headers(in));
+    pause_ms =
+        upstream_feedback(r->upstream, r->key, r->key_len, evhttp_request_get_response_code(in),
+                          evhttp_request_get_input_headers(in));
     /* Refused unprocessed (429): this answer is not the client's; the request goes
      * again after the pause, if this attempt was sent as one that may go again (its body
      * kept: decided once, at send time, whatever a reload changed since), the pause is
@@ -337,7 +337,7 @@ static void error_cb(enum evhttp_request_error err, void *arg)
     /* evhttp restores the socket's errno before calling us: a connect() that failed at
      * once comes as EOF, told apart from a closed connection only by it. */
     if (err == EVREQ_HTTP_EOF && connect_errno(EVUTIL_SOCKET_ERROR()) && r->headers_ns == 0)
-        err = (enum evhttp_request_error)-1;
+        err = (enum evhttp_request_error) - 1;
     r->upstream_error = (int)err + 1; /* 0 means "none recorded": a connect failure */
     /* Read the handshake's verdict now, before anything else touches the session. */
     if (r->conn != NULL && upstream_is_tls(r->upstream) && err != EVREQ_HTTP_REQUEST_CANCEL)
@@ -435,8 +435,7 @@ static void done_cb(struct evhttp_request *in, void *arg)
     }
     if (r->sink.done != NULL) {
         struct evbuffer *rest = evhttp_request_get_input_buffer(in);
-        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) =
-            r->sink.done;
+        void (*done)(void *, struct request *, int, const char *, struct evbuffer *) = r->sink.done;
         if (r->state != REQUEST_RELAYING)
             relay_start(r, in);
         if (evbuffer_get_length(rest) > 0)
@@ -489,8 +488,7 @@ void forward_start(struct request *r, struct pool_conn *conn)
     struct evhttp_request *out;
     struct bufferevent *bev;
     const struct conf_upstream *cu = upstream_conf(r->upstream);
-    struct evbuffer *body =
-        r->client ? evhttp_request_get_input_buffer(r->client) : r->part_body;
+    struct evbuffer *body = r->client ? evhttp_request_get_input_buffer(r->client) : r->part_body;
     enum evhttp_cmd_type method =
         r->client ? evhttp_request_get_command(r->client) : (enum evhttp_cmd_type)r->part_method;
     bufferevent_data_cb writecb;

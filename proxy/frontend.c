@@ -73,28 +73,28 @@ struct client_conn {
 
 /* How many connections beyond client.max_connections may be in the middle of being told
  * 503 connection_limit before accepting pauses anyway: the bound on file descriptors. */
-#define REFUSING_MAX 64
+#define REFUSING_MAX  64
 #define FD_BACKOFF_MS 100 /* accept() out of file descriptors: stop accepting this long */
 
 struct frontend {
     struct server *server;
-    struct listener *listeners;   /* serving, in config order */
-    struct listener *retired;     /* closed by a reload; their connections finish, freed at exit */
-    size_t connections;           /* open client connections served (the cap counts these) */
-    size_t refusing;              /* connections over the cap being answered 503 */
-    int accepting;                /* the listeners are enabled */
-    int cap_paused;               /* pause mode at the cap, or REFUSING_MAX reached */
-    int fd_paused;                /* backing off after accept() ran out of descriptors */
-    int closing;                  /* frontend_free: nothing may re-enable listeners */
-    struct event *fd_backoff;     /* ends fd_paused */
-    uint64_t fd_logged_ns;        /* last log line about it (at most one a second) */
-    uint64_t fd_failures;         /* accept() failures since that line */
-    struct client_conn *pending;  /* new connections awaiting their close callback */
-    struct event *pending_ev;     /* priority 0: registers close callbacks */
-    struct client_conn **by_fd;   /* open connections by socket */
+    struct listener *listeners;  /* serving, in config order */
+    struct listener *retired;    /* closed by a reload; their connections finish, freed at exit */
+    size_t connections;          /* open client connections served (the cap counts these) */
+    size_t refusing;             /* connections over the cap being answered 503 */
+    int accepting;               /* the listeners are enabled */
+    int cap_paused;              /* pause mode at the cap, or REFUSING_MAX reached */
+    int fd_paused;               /* backing off after accept() ran out of descriptors */
+    int closing;                 /* frontend_free: nothing may re-enable listeners */
+    struct event *fd_backoff;    /* ends fd_paused */
+    uint64_t fd_logged_ns;       /* last log line about it (at most one a second) */
+    uint64_t fd_failures;        /* accept() failures since that line */
+    struct client_conn *pending; /* new connections awaiting their close callback */
+    struct event *pending_ev;    /* priority 0: registers close callbacks */
+    struct client_conn **by_fd;  /* open connections by socket */
     size_t by_fd_cap;
     struct client_conn *head_first, *head_last; /* waiting for a head, oldest deadline first */
-    struct event *head_timer;     /* the one timer: the first one's deadline */
+    struct event *head_timer;                   /* the one timer: the first one's deadline */
 };
 
 /* evconnlistener's error callback gets evhttp's argument, not ours; there is one front
@@ -124,7 +124,7 @@ static void update_accepting(struct frontend *f)
 {
     const struct conf_client *cl = &f->server->conf->client;
     int cap = cl->on_max_connections == CONF_CONN_PAUSE ? f->connections >= cl->max_connections
-                                                         : f->refusing >= REFUSING_MAX;
+                                                        : f->refusing >= REFUSING_MAX;
     int want;
 
     if (cap != f->cap_paused) {
@@ -159,9 +159,8 @@ static void head_timer_arm(struct frontend *f)
         return;
     }
     now = clock_now_ns();
-    tv = clock_ns_timeval(f->head_first->head_deadline_ns > now
-                              ? f->head_first->head_deadline_ns - now
-                              : 0);
+    tv = clock_ns_timeval(
+        f->head_first->head_deadline_ns > now ? f->head_first->head_deadline_ns - now : 0);
     evtimer_add(f->head_timer, &tv);
 }
 
@@ -483,10 +482,10 @@ static void request_cb(struct evhttp_request *req, void *arg)
     cc->requests++;
     if (cc->cut_status != 0 && gate_cut_message(cc->gate) == cc->requests) {
         request_forget_target(r);
-        request_reply_error(r, cc->cut_status, cc->cut_reason, cc->cut_status == 503 ? 1 : 0,
-                            "%s", cc->cut_status == 503
-                                      ? "too many client connections (client.max_connections)"
-                                      : "request headers not complete within client.header_timeout");
+        request_reply_error(r, cc->cut_status, cc->cut_reason, cc->cut_status == 503 ? 1 : 0, "%s",
+                            cc->cut_status == 503
+                                ? "too many client connections (client.max_connections)"
+                                : "request headers not complete within client.header_timeout");
         return;
     }
     refused = gate_refused_message(cc->gate);

@@ -21,18 +21,18 @@
 
 struct gate {
     struct http1_stream stream;
-    struct bufferevent *bev;            /* the bufferevent it is attached to */
-    struct evbuffer *input;             /* its input */
-    struct evbuffer_cb_entry *cb;       /* our callback on it */
-    struct evbuffer *side;              /* scratch for rewrites, empty between calls */
-    struct event *error_ev;             /* upstream gates: reports an error from the loop */
+    struct bufferevent *bev;      /* the bufferevent it is attached to */
+    struct evbuffer *input;       /* its input */
+    struct evbuffer_cb_entry *cb; /* our callback on it */
+    struct evbuffer *side;        /* scratch for rewrites, empty between calls */
+    struct event *error_ev;       /* upstream gates: reports an error from the loop */
     gate_error_fn *on_error;
     void *arg;
     void (*on_input)(void *arg); /* client gates: after every input run */
     void *input_arg;
-    int busy;      /* inside our own rewrite: ignore the callbacks it causes */
+    int busy;             /* inside our own rewrite: ignore the callbacks it causes */
     uint64_t cut_message; /* the stand-in gate_cut put in (its request number), or 0 */
-    int reported;  /* on_error has been scheduled */
+    int reported;         /* on_error has been scheduled */
 };
 
 static void error_ev_cb(evutil_socket_t fd, short what, void *arg)
@@ -189,8 +189,7 @@ void gate_expect_response(struct gate *g, int head)
 
 int gate_clean(const struct gate *g)
 {
-    return g->stream.error == HTTP1_OK && !g->stream.dirty &&
-           g->stream.phase == HTTP1_PHASE_IDLE;
+    return g->stream.error == HTTP1_OK && !g->stream.dirty && g->stream.phase == HTTP1_PHASE_IDLE;
 }
 
 enum http1_error gate_error(const struct gate *g) { return g->stream.error; }

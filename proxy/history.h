@@ -30,10 +30,10 @@ void history_free(struct history *h); /* NULL ok */
 
 /* What the last samples of upstream `name` say; 0 when it has no sample yet. */
 struct history_now {
-    double release_rate;    /* released per second */
-    double answers_rate[5]; /* finished requests per second, by status class 1xx..5xx */
-    double refusals_rate[4];/* 503 per second: queue_full, deadline, shutdown, key_queue_full */
-    uint64_t wait_count;    /* requests whose queue wait counted in the last minute */
+    double release_rate;     /* released per second */
+    double answers_rate[5];  /* finished requests per second, by status class 1xx..5xx */
+    double refusals_rate[4]; /* 503 per second: queue_full, deadline, shutdown, key_queue_full */
+    uint64_t wait_count;     /* requests whose queue wait counted in the last minute */
     double wait_p50_ms, wait_p99_ms; /* their percentiles (within a histogram bucket) */
 };
 int history_now(const struct history *h, const char *name, struct history_now *out);

@@ -67,7 +67,10 @@ static void classes_init(void)
 
 #define IS(c, k) (cls[(unsigned char)(c)] & (k))
 
-static int is_value_char(unsigned char c) { return c == ' ' || c == '\t' || IS(c, C_VCHAR | C_OBS); }
+static int is_value_char(unsigned char c)
+{
+    return c == ' ' || c == '\t' || IS(c, C_VCHAR | C_OBS);
+}
 
 static int hexval(unsigned char c)
 {
@@ -219,9 +222,9 @@ static int valid_authority(const char *p, size_t n, int empty_ok)
 struct fields {
     uint32_t count;
     uint8_t host_count, cl_count, te_count;
-    uint8_t te_chunked;          /* the one Transfer-Encoding is exactly "chunked" */
-    uint8_t expect_bad;          /* an Expect other than 100-continue */
-    uint8_t connection_seen;     /* a Connection field was seen */
+    uint8_t te_chunked;           /* the one Transfer-Encoding is exactly "chunked" */
+    uint8_t expect_bad;           /* an Expect other than 100-continue */
+    uint8_t connection_seen;      /* a Connection field was seen */
     uint8_t connection_not_close; /* the first Connection field is not exactly "close" */
     struct http1_span host;
     uint64_t content_length;
@@ -322,8 +325,8 @@ static const struct {
     const char *name;
     enum http1_method method;
 } methods[] = {
-    {"GET", HTTP1_GET},         {"HEAD", HTTP1_HEAD},       {"POST", HTTP1_POST},
-    {"PUT", HTTP1_PUT},         {"DELETE", HTTP1_DELETE},   {"OPTIONS", HTTP1_OPTIONS},
+    {"GET", HTTP1_GET},     {"HEAD", HTTP1_HEAD},     {"POST", HTTP1_POST},
+    {"PUT", HTTP1_PUT},     {"DELETE", HTTP1_DELETE}, {"OPTIONS", HTTP1_OPTIONS},
     {"PATCH", HTTP1_PATCH},
 };
 
@@ -487,22 +490,22 @@ const char http1_standin_request[] = "GET / HTTP/1.1\r\nHost: sluice.invalid\r\n
                                      "Connection: close\r\n\r\n";
 
 enum chunk_state {
-    CS_LINE,        /* at the start of a chunk-size line */
-    CS_DIGITS,      /* inside the size digits (line being rebuilt) */
-    CS_EXT,         /* after the digits: BWS and extensions, up to CR */
-    CS_SIZE_LF,     /* CR seen, LF expected */
-    CS_DATA,        /* chunk data */
-    CS_DATA_CRLF,   /* the CRLF after the data */
-    CS_DATA_LF,     /* its CR dropped at the end of an input: LF expected */
-    CS_TRAILER,     /* at the start of a trailer line, or the final empty line */
+    CS_LINE,      /* at the start of a chunk-size line */
+    CS_DIGITS,    /* inside the size digits (line being rebuilt) */
+    CS_EXT,       /* after the digits: BWS and extensions, up to CR */
+    CS_SIZE_LF,   /* CR seen, LF expected */
+    CS_DATA,      /* chunk data */
+    CS_DATA_CRLF, /* the CRLF after the data */
+    CS_DATA_LF,   /* its CR dropped at the end of an input: LF expected */
+    CS_TRAILER,   /* at the start of a trailer line, or the final empty line */
     CS_TRAILER_NAME,
     CS_TRAILER_VALUE,
     CS_TRAILER_LF,
     CS_LAST_LF, /* the final CR dropped at the end of an input: LF expected */
 };
 
-#define CHUNK_LINE_MAX 4096   /* a chunk-size line with its extensions */
-#define CHUNK_SIZE_DIGITS 15  /* significant hex digits: sizes below 2^60 */
+#define CHUNK_LINE_MAX    4096 /* a chunk-size line with its extensions */
+#define CHUNK_SIZE_DIGITS 15   /* significant hex digits: sizes below 2^60 */
 
 int http1_stream_init(struct http1_stream *s, enum http1_stream_kind kind,
                       const struct http1_limits *limits)
@@ -759,9 +762,9 @@ static void response_head(struct http1_stream *s, const char *buf, size_t len, i
          * "close" is present: say "close", which is what the framing means. */
         const char *nl = memchr(buf, '\n', len);
         size_t wlen = 0;
-        const char *w = rewrite_head(s, buf, (size_t)(nl - buf) + 1, len, buf,
-                                     (size_t)(nl - buf) + 1, "connection", "Connection", "close",
-                                     5, &wlen);
+        const char *w =
+            rewrite_head(s, buf, (size_t)(nl - buf) + 1, len, buf, (size_t)(nl - buf) + 1,
+                         "connection", "Connection", "close", 5, &wlen);
         if (w == NULL) {
             if (in_place)
                 op(ops, n, HTTP1_DROP, len, NULL);
@@ -864,8 +867,7 @@ static int chunk_size_done(struct http1_stream *s, uint64_t size, int emit, stru
     return 0;
 }
 
-static void chunk_fail(struct http1_stream *s, enum http1_error e, struct http1_op *ops,
-                       size_t *n)
+static void chunk_fail(struct http1_stream *s, enum http1_error e, struct http1_op *ops, size_t *n)
 {
     fail(s, e, 0, ops, n);
 }
@@ -878,8 +880,8 @@ static void message_done(struct http1_stream *s)
 
 /* The chunked phase. Returns input bytes consumed; stops after an EMIT (its data lives
  * in s->line, which the next line would overwrite). */
-static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len,
-                           struct http1_op *ops, size_t *n)
+static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len, struct http1_op *ops,
+                           size_t *n)
 {
     size_t i = 0;
 
@@ -903,8 +905,8 @@ static size_t feed_chunked(struct http1_stream *s, const char *in, size_t len,
             }
             /* canonical: no leading zero (but "0" itself), which the rebuilt line would
              * not have either, so the output never depends on where the input was cut */
-            if (j > i && sig <= CHUNK_SIZE_DIGITS && (in[i] != '0' || j == i + 1) &&
-                j + 1 < len && in[j] == '\r' && in[j + 1] == '\n') {
+            if (j > i && sig <= CHUNK_SIZE_DIGITS && (in[i] != '0' || j == i + 1) && j + 1 < len &&
+                in[j] == '\r' && in[j + 1] == '\n') {
                 /* over the limit: the line must not reach evhttp before the error */
                 op(ops, n, chunk_too_large(s, size) ? HTTP1_DROP : HTTP1_PASS, j + 2 - i, NULL);
                 i = j + 2;

@@ -29,13 +29,14 @@
  * short description for logs and error bodies (http1_error_text). */
 enum http1_error {
     HTTP1_OK = 0,
-    HTTP1_E_LINE_ENDING,       /* bare CR or LF, or a line not ended by CRLF */
-    HTTP1_E_REQUEST_LINE,      /* not "method SP target SP version" */
-    HTTP1_E_METHOD,            /* method is not a token */
+    HTTP1_E_LINE_ENDING,  /* bare CR or LF, or a line not ended by CRLF */
+    HTTP1_E_REQUEST_LINE, /* not "method SP target SP version" */
+    HTTP1_E_METHOD,       /* method is not a token */
     HTTP1_E_METHOD_NOT_ALLOWED /* a token, but not a method sluice forwards (405) */,
     HTTP1_E_TARGET,            /* request target: not visible ASCII, or not origin/absolute form */
     HTTP1_E_VERSION,           /* not exactly HTTP/1.0 or HTTP/1.1 */
-    HTTP1_E_STATUS_LINE,       /* response: not "version SP 3DIGIT [SP reason]", or status outside 100..599 */
+    HTTP1_E_STATUS_LINE,       /* response: not "version SP 3DIGIT [SP reason]", or status outside
+                                  100..599 */
     HTTP1_E_UPGRADE,           /* response: 101 to a request that asked for no upgrade */
     HTTP1_E_FIELD_NAME,        /* field name empty or not a token (a space before the colon) */
     HTTP1_E_FIELD_VALUE,       /* NUL, CR, LF or another control character in a value */
@@ -89,8 +90,8 @@ struct http1_request {
     uint32_t start;    /* offset of the request line (after ignored empty lines) */
     uint32_t head_len; /* bytes through the final CRLF CRLF, from offset 0 */
     enum http1_method method;
-    uint8_t minor_version; /* 0 or 1 */
-    uint8_t absolute_form; /* target was http(s)://authority/path: authority is the Host */
+    uint8_t minor_version;       /* 0 or 1 */
+    uint8_t absolute_form;       /* target was http(s)://authority/path: authority is the Host */
     struct http1_span target;    /* origin-form path[?query] ("/" for an empty absolute path) */
     struct http1_span authority; /* absolute-form only: host[:port] */
     struct http1_span host;      /* the Host field value; len 0 when absent or empty */
@@ -106,8 +107,8 @@ enum http1_error http1_parse_request(const char *buf, size_t len, struct http1_r
 
 struct http1_response {
     uint32_t head_len;
-    uint16_t status;       /* 100..599 */
-    uint8_t minor_version; /* 0 or 1 */
+    uint16_t status;            /* 100..599 */
+    uint8_t minor_version;      /* 0 or 1 */
     enum http1_framing framing; /* from the fields alone: LENGTH, CHUNKED, or CLOSE */
     uint64_t content_length;
     uint8_t connection_not_close; /* the first Connection field is not exactly "close":
@@ -143,8 +144,8 @@ struct http1_op {
 #define HTTP1_MAX_OPS 64
 
 struct http1_limits {
-    uint32_t max_head;     /* start line + fields (+ trailers) */
-    uint64_t max_body;     /* requests: Content-Length or chunked total; 0: no limit */
+    uint32_t max_head; /* start line + fields (+ trailers) */
+    uint64_t max_body; /* requests: Content-Length or chunked total; 0: no limit */
 };
 
 enum http1_stream_kind { HTTP1_STREAM_REQUESTS, HTTP1_STREAM_RESPONSES };
@@ -205,8 +206,8 @@ void http1_stream_expect_response(struct http1_stream *s, int head_request);
  * (which the caller sets to 0 first) and returns how many input bytes they account for
  * (fewer than len when the op array filled up: call again with the rest). Input bytes
  * are always consumed in order and each is covered by exactly one PASS or DROP. */
-size_t http1_stream_feed(struct http1_stream *s, const char *in, size_t len,
-                         struct http1_op *ops, size_t *nops);
+size_t http1_stream_feed(struct http1_stream *s, const char *in, size_t len, struct http1_op *ops,
+                         size_t *nops);
 
 /* Requests: stop reading here for a reason of the caller's (a head that took too long,
  * a connection over the cap), as if the next message had been refused: the stream goes

@@ -204,7 +204,7 @@ static struct event_base *base_new(void)
 /* Open files sluice may need beyond client connections: listeners, the admin listener,
  * the access log, epoll, signals, DNS, and a margin. */
 #define FD_OWN_NEEDS 64
-#define FD_REFUSING 64 /* connections over the cap being answered 503 (proxy/frontend) */
+#define FD_REFUSING  64 /* connections over the cap being answered 503 (proxy/frontend) */
 
 /* Raise the soft open-file limit to the hard one (nothing is gained by a lower one), and
  * warn when the config can need more than that: accept() would then fail under load
@@ -212,8 +212,8 @@ static struct event_base *base_new(void)
 static void raise_fd_limit(const struct conf *c)
 {
     struct rlimit rl;
-    unsigned long long need = (unsigned long long)c->client.max_connections + FD_REFUSING +
-                              FD_OWN_NEEDS;
+    unsigned long long need =
+        (unsigned long long)c->client.max_connections + FD_REFUSING + FD_OWN_NEEDS;
     size_t i;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
@@ -385,9 +385,9 @@ int main(int argc, char **argv)
     sig_hup = evsignal_new(s.base, SIGHUP, reload_signal_cb, &s);
     s.reap = event_new(s.base, -1, 0, reap_cb, &s);
     s.request_reaper = event_new(s.base, -1, 0, request_reaper_cb, &s);
-    if (s.request_reaper == NULL || s.dns == NULL || s.drain_timer == NULL || s.stop_check == NULL || s.grace_timer == NULL ||
-        sig_term == NULL || sig_int == NULL || sig_usr1 == NULL ||
-        evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
+    if (s.request_reaper == NULL || s.dns == NULL || s.drain_timer == NULL ||
+        s.stop_check == NULL || s.grace_timer == NULL || sig_term == NULL || sig_int == NULL ||
+        sig_usr1 == NULL || evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 ||
         evsignal_add(sig_usr1, NULL) != 0 || sig_hup == NULL || s.reap == NULL ||
         evsignal_add(sig_hup, NULL) != 0) {
         log_error("cannot set up the event loop");

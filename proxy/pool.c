@@ -23,10 +23,10 @@ struct pool {
     struct event_base *base;
     struct evdns_base *dns;
     const struct conf_upstream *conf;
-    struct tls_ctx *tls;       /* held: new connections' context (https), or NULL */
-    int ip_literal;            /* host is an address: no resolver needed */
-    uint32_t endpoint;         /* bumped when a reload changes where connections lead */
-    struct pool_conn *idle;    /* LIFO */
+    struct tls_ctx *tls;    /* held: new connections' context (https), or NULL */
+    int ip_literal;         /* host is an address: no resolver needed */
+    uint32_t endpoint;      /* bumped when a reload changes where connections lead */
+    struct pool_conn *idle; /* LIFO */
     uint32_t nidle;
     uint32_t lent;
     struct pool_conn *closing; /* given back, not kept: freed by pool_reap */
@@ -98,8 +98,8 @@ static struct pool_conn *conn_new(struct pool *p)
         }
         c->tls = tls_ctx_hold(p->tls);
     } else {
-        c->evcon = evhttp_connection_base_new(p->base, p->ip_literal ? NULL : p->dns, cu->host,
-                                              cu->port);
+        c->evcon =
+            evhttp_connection_base_new(p->base, p->ip_literal ? NULL : p->dns, cu->host, cu->port);
         if (c->evcon == NULL)
             goto fail;
     }

@@ -70,38 +70,38 @@ struct request {
     uint64_t id;                         /* for logs, from server.next_request_id */
     struct server *server;
     enum request_state state;
-    struct evhttp_request *client;   /* evhttp's; NULL once detached */
-    struct confgen *gen;             /* held: the config `route` points into */
-    const struct conf_route *route;  /* NULL before routing */
-    struct upstream *upstream;       /* NULL before routing */
-    struct waiter waiter;            /* linked while queued; waiter.data == this */
-    struct event *client_watch;      /* EV_CLOSED on the client socket, while watched */
-    int client_bound;                /* frontend reports a hang-up during the relay */
+    struct evhttp_request *client;  /* evhttp's; NULL once detached */
+    struct confgen *gen;            /* held: the config `route` points into */
+    const struct conf_route *route; /* NULL before routing */
+    struct upstream *upstream;      /* NULL before routing */
+    struct waiter waiter;           /* linked while queued; waiter.data == this */
+    struct event *client_watch;     /* EV_CLOSED on the client socket, while watched */
+    int client_bound;               /* frontend reports a hang-up during the relay */
     /* the exchange with the upstream (proxy/forward) */
-    struct evhttp_request *outgoing;  /* ours (evhttp_request_own), this attempt's */
-    struct evhttp_request *spent;     /* the previous attempt's, freed at the next start */
-    struct pool_conn *conn;           /* pooled upstream connection while in flight */
-    int client_paused;                /* relaying: upstream reads paused for a slow client */
-    uint32_t attempts;                /* times sent to the upstream */
-    int retryable;                    /* this attempt may be sent again (body kept) */
-    uint64_t retry_max_wait_ms;       /* decided with it, at send time */
-    int retrying;                     /* the upstream refused it unprocessed: going again */
-    int upstream_error;     /* evhttp_request_error + 1 from the error callback; 0: none */
-    const char *tls_reason; /* set when the upstream TLS handshake failed */
-    char tls_why[200];      /* its cause, for the log and the error body */
-    int client_tls;         /* arrived on a TLS listener */
-    uint64_t arrived_ns;    /* monotonic, when evhttp handed it over */
-    uint64_t released_ns;   /* when the dispatcher let it go (0: not yet) */
-    char client_ip[64];     /* for X-Forwarded-For and logs */
-    uint16_t key_len;       /* fair-queuing key (proxy/classify); 0: none */
+    struct evhttp_request *outgoing; /* ours (evhttp_request_own), this attempt's */
+    struct evhttp_request *spent;    /* the previous attempt's, freed at the next start */
+    struct pool_conn *conn;          /* pooled upstream connection while in flight */
+    int client_paused;               /* relaying: upstream reads paused for a slow client */
+    uint32_t attempts;               /* times sent to the upstream */
+    int retryable;                   /* this attempt may be sent again (body kept) */
+    uint64_t retry_max_wait_ms;      /* decided with it, at send time */
+    int retrying;                    /* the upstream refused it unprocessed: going again */
+    int upstream_error;              /* evhttp_request_error + 1 from the error callback; 0: none */
+    const char *tls_reason;          /* set when the upstream TLS handshake failed */
+    char tls_why[200];               /* its cause, for the log and the error body */
+    int client_tls;                  /* arrived on a TLS listener */
+    uint64_t arrived_ns;             /* monotonic, when evhttp handed it over */
+    uint64_t released_ns;            /* when the dispatcher let it go (0: not yet) */
+    char client_ip[64];              /* for X-Forwarded-For and logs */
+    uint16_t key_len;                /* fair-queuing key (proxy/classify); 0: none */
     char key[256];
     /* A part of an aggregate (sink.done set; no client): what to send, and its answer. */
     struct request_sink sink;
-    uint64_t parent_id;          /* the aggregate's request id (access log) */
-    char *part_target;           /* path[?query] toward the upstream (before base_path) */
-    int part_method;             /* an evhttp_cmd_type */
-    struct evbuffer *part_body;  /* the client's body, by reference; NULL: none */
-    struct evbuffer *collected;  /* the upstream's body, kept up to sink.max_body */
+    uint64_t parent_id;         /* the aggregate's request id (access log) */
+    char *part_target;          /* path[?query] toward the upstream (before base_path) */
+    int part_method;            /* an evhttp_cmd_type */
+    struct evbuffer *part_body; /* the client's body, by reference; NULL: none */
+    struct evbuffer *collected; /* the upstream's body, kept up to sink.max_body */
     int collected_too_large;
     /* Set by an owner other than the queue (an aggregate holding its client request):
      * how the request is taken back when its client leaves. */

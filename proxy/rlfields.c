@@ -49,4 +49,3 @@ void rlfields_add(struct upstream *u, const struct conf_route *route, const char
     snprintf(buf, sizeof(buf), "\"%s\";r=%lu;t=%lu", policy, (unsigned long)floor(tokens), reset_s);
     evhttp_add_header(out, "RateLimit", buf);
 }
-

@@ -55,14 +55,14 @@ struct server {
     struct history *history;  /* per-second samples for the dashboard; NULL if none */
     uint64_t started_ns;      /* monotonic, at start-up */
     enum server_state state;
-    uint64_t next_request_id;  /* request ids in logs, from 1 */
-    size_t requests_open;      /* struct request not DONE: queued, in flight or replying */
-    struct request *requests;  /* those requests, linked (request_abort_all) */
+    uint64_t next_request_id;      /* request ids in logs, from 1 */
+    size_t requests_open;          /* struct request not DONE: queued, in flight or replying */
+    struct request *requests;      /* those requests, linked (request_abort_all) */
     struct request *reap_requests; /* DONE, to be freed by request_reaper (proxy/request) */
     struct event *request_reaper;  /* activated when a request is DONE */
-    struct event *drain_timer; /* fires at drain_timeout: answer what is still queued */
-    struct event *stop_check;  /* activated when a request or connection ends while draining */
-    struct event *grace_timer; /* last answers get this long to be written before exit */
+    struct event *drain_timer;     /* fires at drain_timeout: answer what is still queued */
+    struct event *stop_check;      /* activated when a request or connection ends while draining */
+    struct event *grace_timer;     /* last answers get this long to be written before exit */
 };
 
 /* Called when a request or a client connection ends (any outcome): lets a draining

@@ -37,10 +37,10 @@
  * the data may have been lost: start one horizon ahead). The debit is booked as if
  * those releases had gone through the schedule since `now - span` (they were spread over
  * the outage, at rate / instances each): the schedule moves on by what the fleet used
- * beyond its rate, and no burst follows the outage, nor a stall as long as it. Returns {k, first slot's offset from now, when to ask again
- * when k is 0, members, pause left} (µs). Slot j is at first + j*T: it is released no
- * earlier than that, so GCRA holds on Redis's timeline: first >= tat - tau, and after k
- * slots tat = max(tat, first) + k*T. */
+ * beyond its rate, and no burst follows the outage, nor a stall as long as it. Returns {k, first
+ * slot's offset from now, when to ask again when k is 0, members, pause left} (µs). Slot j is at
+ * first + j*T: it is released no earlier than that, so GCRA holds on Redis's timeline: first >= tat
+ * - tau, and after k slots tat = max(tat, first) + k*T. */
 static const char lease_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
@@ -85,15 +85,15 @@ static const char lease_script[] =
 
 /* Pause the budget for ARGV[1] µs from now (a later pause extends, an earlier one never
  * shortens). KEYS: pause. */
-static const char pause_script[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local d = tonumber(ARGV[1])\n"
-    "local p = tonumber(redis.call('GET', KEYS[1])) or 0\n"
-    "if now + d > p then\n"
-    "  redis.call('SET', KEYS[1], string.format('%.0f', now + d), 'PX', math.floor(d / 1000) + 1000)\n"
-    "end\n"
-    "return 1\n";
+static const char pause_script[] = "local t = redis.call('TIME')\n"
+                                   "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+                                   "local d = tonumber(ARGV[1])\n"
+                                   "local p = tonumber(redis.call('GET', KEYS[1])) or 0\n"
+                                   "if now + d > p then\n"
+                                   "  redis.call('SET', KEYS[1], string.format('%.0f', now + d), "
+                                   "'PX', math.floor(d / 1000) + 1000)\n"
+                                   "end\n"
+                                   "return 1\n";
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -106,7 +106,7 @@ struct conn {
     int sub;               /* the pub/sub connection */
     struct event *retry;   /* reconnect after backoff */
     uint64_t backoff_ms;
-    int down_logged;       /* "unreachable" said once per outage */
+    int down_logged; /* "unreachable" said once per outage */
 };
 
 struct shared {
@@ -138,10 +138,10 @@ struct shared_user {
     struct shared_call *call; /* the lease call in flight, or NULL */
     struct event *again;      /* the next call: after backoff, or when slots enter the horizon */
     uint64_t backoff_ms;
-    int fence;            /* the next call fences the schedule (Redis lost its data) */
-    uint64_t debit_owed;  /* releases made in fallback, not yet charged to Redis */
+    int fence;                  /* the next call fences the schedule (Redis lost its data) */
+    uint64_t debit_owed;        /* releases made in fallback, not yet charged to Redis */
     uint64_t fallback_since_ns; /* when local pacing began (0: not pacing) */
-    double burst_tokens;  /* the budget's burst: the script's tolerance */
+    double burst_tokens;        /* the budget's burst: the script's tolerance */
     uint32_t instances;
     int fallback_logged;
     struct shared_user_stats st;
@@ -153,7 +153,7 @@ struct shared_call {
     struct shared_user *user; /* NULL once given up (deadline passed) or the user freed */
     struct event *deadline;
     uint64_t t_send_ns;
-    uint64_t debit; /* charged by this call */
+    uint64_t debit;   /* charged by this call */
     uint64_t span_us; /* over how long it was released */
     uint32_t want;
     uint64_t interval_us; /* T as sent: the slots are spaced by it */
@@ -546,11 +546,10 @@ static void send_lease(struct shared_user *su, struct shared_call *call)
 
     call->interval_us = T;
     call->t_send_ns = clock_now_ns();
-    rc = redisAsyncCommand(sh->cmd.ac, lease_reply_cb, call,
-                           "%s %s 3 %s %s %s %s %u %llu %llu %llu %llu %llu %llu %d", cmd, body,
-                           su->key_tat, su->key_members, su->key_pause, su->member, call->want, T,
-                           tau, H, ttl, (unsigned long long)call->debit,
-                           (unsigned long long)call->span_us, call->fence);
+    rc = redisAsyncCommand(
+        sh->cmd.ac, lease_reply_cb, call, "%s %s 3 %s %s %s %s %u %llu %llu %llu %llu %llu %llu %d",
+        cmd, body, su->key_tat, su->key_members, su->key_pause, su->member, call->want, T, tau, H,
+        ttl, (unsigned long long)call->debit, (unsigned long long)call->span_us, call->fence);
     if (rc != REDIS_OK) {
         su->st.calls_error++;
         call_free(call);

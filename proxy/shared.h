@@ -45,8 +45,8 @@ void shared_free(struct shared *sh);
 void shared_reconfigure(struct shared *sh, const struct conf *c);
 
 /* A shared limit: limit `limit_index` of dispatcher `d` (burst `burst_tokens`), budget
- * `budget`, of upstream `upstream_name` (this instance's member is "INSTANCE/UPSTREAM"). wake(arg) is called
- * when the dispatcher may release more (slots granted, a pause over). NULL on out of
+ * `budget`, of upstream `upstream_name` (this instance's member is "INSTANCE/UPSTREAM"). wake(arg)
+ * is called when the dispatcher may release more (slots granted, a pause over). NULL on out of
  * memory. */
 struct shared_user *shared_user_new(struct shared *sh, const char *budget,
                                     const char *upstream_name, struct dispatch *d,

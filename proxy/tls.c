@@ -16,7 +16,7 @@
 #include "conf/conf.h"
 
 struct tls_ctx {
-    unsigned refs;        /* the creator's, plus one per connection made from it */
+    unsigned refs; /* the creator's, plus one per connection made from it */
     SSL_CTX *ssl;
     SSL_SESSION *session; /* client: the latest session the upstream gave, to resume */
     char *server_name;    /* client: name checked and sent as SNI */

@@ -44,9 +44,9 @@ struct upstream {
     struct server *server;
     const struct conf_upstream *conf;
     struct dispatch *dispatch;
-    struct event *timer;             /* the dispatcher's one wake-up */
-    struct tls_ctx *tls;             /* https upstreams: the client context (held) */
-    struct pool *pool;               /* keep-alive connections */
+    struct event *timer; /* the dispatcher's one wake-up */
+    struct tls_ctx *tls; /* https upstreams: the client context (held) */
+    struct pool *pool;   /* keep-alive connections */
     struct shared_user *shared[DISPATCH_MAX_LIMITS]; /* limit i shared: its lease client */
     struct upstream_stats stats;
     /* The last pause the upstream asked for, for the dashboard: why, until when, whose. */
@@ -155,9 +155,9 @@ static void shared_users_make(struct upstream *u)
         if (cu->limits[i].shared == NULL)
             continue;
         if (u->server->shared != NULL)
-            u->shared[i] = shared_user_new(u->server->shared, cu->limits[i].shared, cu->name,
-                                           u->dispatch, i, cu->limits[i].burst_tokens,
-                                           shared_wake, u);
+            u->shared[i] =
+                shared_user_new(u->server->shared, cu->limits[i].shared, cu->name, u->dispatch, i,
+                                cu->limits[i].burst_tokens, shared_wake, u);
         if (u->shared[i] == NULL) {
             log_error("upstream %s: budget %s: no client for Redis: pacing locally", cu->name,
                       cu->limits[i].shared);

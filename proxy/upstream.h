@@ -28,10 +28,10 @@ struct upstream_change;
 struct upstream_stats {
     uint64_t admitted, released, refused_full, refused_late, expired, withdrawn;
     uint64_t responses, failures;
-    uint64_t retried; /* requests given their turn back after a 429/503 */
-    uint64_t paused;  /* pauses the upstream asked for (Retry-After) */
+    uint64_t retried;        /* requests given their turn back after a 429/503 */
+    uint64_t paused;         /* pauses the upstream asked for (Retry-After) */
     uint64_t pauses_clamped; /* of those, longer than feedback.max_pause: cut to it */
-    uint64_t budgets; /* remaining-budget reports obeyed (RateLimit, X-RateLimit-*) */
+    uint64_t budgets;        /* remaining-budget reports obeyed (RateLimit, X-RateLimit-*) */
 };
 
 /* Create from a validated config entry (not copied: it must outlive the upstream or be

@@ -47,8 +47,8 @@ static void test_valid_requests(void **state)
                      HTTP1_OK);
     assert_int_equal(r.framing, HTTP1_BODY_LENGTH);
     assert_int_equal(r.content_length, 5);
-    assert_int_equal(
-        req("POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked \r\n\r\n", &r), HTTP1_OK);
+    assert_int_equal(req("POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked \r\n\r\n", &r),
+                     HTTP1_OK);
     assert_int_equal(r.framing, HTTP1_BODY_CHUNKED);
     assert_int_equal(req("GET / HTTP/1.0\r\n\r\n", &r), HTTP1_OK); /* 1.0: Host optional */
     assert_int_equal(req("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", &r), HTTP1_OK);
@@ -145,31 +145,54 @@ static void test_responses(void **state)
         int status;
         enum http1_framing framing;
     } cases[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n") - 1, HTTP1_OK, 200, HTTP1_BODY_LENGTH},
-        {"HTTP/1.1 200\r\nContent-Length: 5\r\n\r\n", sizeof("HTTP/1.1 200\r\nContent-Length: 5\r\n\r\n") - 1, HTTP1_OK, 200, HTTP1_BODY_LENGTH},
-        {"HTTP/1.1 204 \r\n\r\n", sizeof("HTTP/1.1 204 \r\n\r\n") - 1, HTTP1_OK, 204, HTTP1_BODY_CLOSE},
-        {"HTTP/1.0 200 OK\r\n\r\n", sizeof("HTTP/1.0 200 OK\r\n\r\n") - 1, HTTP1_OK, 200, HTTP1_BODY_CLOSE},
-        {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", sizeof("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n") - 1, HTTP1_OK, 103, HTTP1_BODY_CLOSE},
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") - 1, HTTP1_OK, 200,
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n") - 1, HTTP1_OK, 200,
+         HTTP1_BODY_LENGTH},
+        {"HTTP/1.1 200\r\nContent-Length: 5\r\n\r\n",
+         sizeof("HTTP/1.1 200\r\nContent-Length: 5\r\n\r\n") - 1, HTTP1_OK, 200, HTTP1_BODY_LENGTH},
+        {"HTTP/1.1 204 \r\n\r\n", sizeof("HTTP/1.1 204 \r\n\r\n") - 1, HTTP1_OK, 204,
+         HTTP1_BODY_CLOSE},
+        {"HTTP/1.0 200 OK\r\n\r\n", sizeof("HTTP/1.0 200 OK\r\n\r\n") - 1, HTTP1_OK, 200,
+         HTTP1_BODY_CLOSE},
+        {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+         sizeof("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n") - 1, HTTP1_OK, 103,
+         HTTP1_BODY_CLOSE},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") - 1, HTTP1_OK, 200,
          HTTP1_BODY_CHUNKED},
-        {"HTTP/1.1 999999999999\r\n\r\n", sizeof("HTTP/1.1 999999999999\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
+        {"HTTP/1.1 999999999999\r\n\r\n", sizeof("HTTP/1.1 999999999999\r\n\r\n") - 1,
+         HTTP1_E_STATUS_LINE, 0, 0},
         {"HTTP/1.1 600 X\r\n\r\n", sizeof("HTTP/1.1 600 X\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
         {"HTTP/1.1 099 X\r\n\r\n", sizeof("HTTP/1.1 099 X\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
-        {"HTTP/1.1 2000 X\r\n\r\n", sizeof("HTTP/1.1 2000 X\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
+        {"HTTP/1.1 2000 X\r\n\r\n", sizeof("HTTP/1.1 2000 X\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0,
+         0},
         {"HTTP/1.1 20 X\r\n\r\n", sizeof("HTTP/1.1 20 X\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
         {"HTTP/1.1 abc\r\n\r\n", sizeof("HTTP/1.1 abc\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
         {"HTTP/1.1\r\n\r\n", sizeof("HTTP/1.1\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
-        {"HTTP/2.0 200 OK\r\n\r\n", sizeof("HTTP/2.0 200 OK\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0, 0},
-        {"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n") - 1, HTTP1_E_FIELD_NAME, 0, 0},
-        {"HTTP/1.1 200 OK\r\nX-Foo : y\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nX-Foo : y\r\n\r\n") - 1, HTTP1_E_FIELD_NAME, 0, 0},
-        {"HTTP/1.1 200 OK\r\nX: a\x00z\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nX: a\x00z\r\n\r\n") - 1, HTTP1_E_FIELD_VALUE, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n") - 1, HTTP1_E_CONTENT_LENGTH, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n") - 1, HTTP1_E_CONTENT_LENGTH, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n") - 1, HTTP1_E_CONTENT_LENGTH, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n") - 1, HTTP1_E_FRAMING, 0, 0},
-        {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", sizeof("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") - 1, HTTP1_E_TRANSFER_ENCODING, 0,
+        {"HTTP/2.0 200 OK\r\n\r\n", sizeof("HTTP/2.0 200 OK\r\n\r\n") - 1, HTTP1_E_STATUS_LINE, 0,
          0},
-        {"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n") - 1, HTTP1_E_OBS_FOLD, 0, 0},
+        {"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n") - 1, HTTP1_E_FIELD_NAME, 0, 0},
+        {"HTTP/1.1 200 OK\r\nX-Foo : y\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nX-Foo : y\r\n\r\n") - 1,
+         HTTP1_E_FIELD_NAME, 0, 0},
+        {"HTTP/1.1 200 OK\r\nX: a\x00z\r\n\r\n", sizeof("HTTP/1.1 200 OK\r\nX: a\x00z\r\n\r\n") - 1,
+         HTTP1_E_FIELD_VALUE, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n") - 1,
+         HTTP1_E_CONTENT_LENGTH, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n") - 1, HTTP1_E_CONTENT_LENGTH, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n") - 1,
+         HTTP1_E_CONTENT_LENGTH, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n") - 1,
+         HTTP1_E_FRAMING, 0, 0},
+        {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+         sizeof("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") - 1,
+         HTTP1_E_TRANSFER_ENCODING, 0, 0},
+        {"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
+         sizeof("HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n") - 1, HTTP1_E_OBS_FOLD, 0, 0},
     };
     size_t i;
     struct http1_response r;
@@ -318,10 +341,10 @@ static void test_stream_requests(void **state)
                  "3\r\nabc\r\n0\r\n\r\n",
                  HTTP1_E_CHUNK, 0);
     /* absolute-form: origin-form line, the authority as Host */
-    check_stream(HTTP1_STREAM_REQUESTS,
-                 S("GET http://internal.example/secret/x?y HTTP/1.1\r\nHost: other\r\nA: b\r\n\r\n"),
-                 "GET /secret/x?y HTTP/1.1\r\nA: b\r\nHost: internal.example\r\n\r\n", HTTP1_OK,
-                 0);
+    check_stream(
+        HTTP1_STREAM_REQUESTS,
+        S("GET http://internal.example/secret/x?y HTTP/1.1\r\nHost: other\r\nA: b\r\n\r\n"),
+        "GET /secret/x?y HTTP/1.1\r\nA: b\r\nHost: internal.example\r\n\r\n", HTTP1_OK, 0);
 }
 
 static void test_stream_responses(void **state)
