@@ -308,6 +308,16 @@ static uint64_t fallback_interval(const struct lease *l)
     return sat_mul(l->interval_ns, l->instances);
 }
 
+/* This instance's share of the horizon: H / T / n slots, at least 1. It never holds more, so
+ * backlogged instances split the schedule evenly: without this cap, whoever happens to ask
+ * just after the horizon's edge moved takes the room, and a phase that favours one instance
+ * keeps favouring it (seen: one of three instances at 4 % of the releases). */
+static uint64_t share_slots(const struct lease *l)
+{
+    uint64_t share = l->horizon_ns / l->interval_ns / l->instances;
+    return share > 0 ? share : 1;
+}
+
 /* Tokens released over about the last horizon: what the instance expects to need next. */
 static uint64_t recent_demand(const struct lease *l, uint64_t t)
 {
@@ -573,12 +583,16 @@ uint32_t lease_want(const struct lease *l, uint64_t backlog, uint64_t now_ns)
         if (nb > t && nb - t >= l->horizon_ns / 2)
             return 0;
     }
+    /* Up to the share, asked for once half of it is used: a call per half share, never one
+     * per release. Gathered slots are used ones (waiting for the rest of a cost), not held. */
+    uint64_t share = share_slots(l);
+    if (held > share / 2)
+        return 0;
     uint64_t demand = sat_add(backlog, recent_demand(l, t));
     uint64_t have = held + l->gathered;
     if (demand <= have)
         return 0;
-    uint64_t cap = max_u64(1, l->horizon_ns / l->interval_ns);
-    return (uint32_t)min_u64(min_u64(demand - have, cap), UINT32_MAX);
+    return (uint32_t)min_u64(min_u64(demand - have, share - held), UINT32_MAX);
 }
 
 uint64_t lease_want_at_ns(const struct lease *l, uint64_t backlog, uint64_t now_ns)
@@ -589,7 +603,8 @@ uint64_t lease_want_at_ns(const struct lease *l, uint64_t backlog, uint64_t now_
         return LEASE_NEVER;
     if (lease_want(l, backlog, t) > 0)
         return t;
-    /* Both must hold: less than H/2 covered, and fewer slots in hand than the demand. */
+    /* All must hold: less than H/2 covered, at most half the share held, and fewer slots in
+     * hand than the demand. Held slots pass by their deadlines at the latest. */
     uint64_t c = max_u64(t, max_u64(l->ask_after_ns, l->pause_until_ns));
     uint64_t nb, dl;
     last_slot(l, c, &nb, &dl);
@@ -597,6 +612,9 @@ uint64_t lease_want_at_ns(const struct lease *l, uint64_t backlog, uint64_t now_
     if (nb > c && nb - c >= l->horizon_ns / 2)
         at = nb - l->horizon_ns / 2 + 1;
     uint64_t held = held_at(l, c, NULL);
+    uint64_t half = share_slots(l) / 2;
+    if (held > half)
+        at = max_u64(at, sat_add(nth_dl(l, c, held - half - 1), 1));
     uint64_t demand = sat_add(backlog, recent_demand(l, c));
     if (demand <= sat_add(held, l->gathered) && demand > l->gathered) {
         /* Held slots cover it: once all but demand - gathered - 1 of them have passed. */

@@ -63,12 +63,17 @@
  *   call charges them to the schedule (no burst after the outage).
  *
  * Asking for slots (lease_want)
+ *   The instance's share is S = H / T / n slots (at least 1; n from the last reply): it never
+ *   holds more, so instances that are all backlogged get rate / n each, whichever asks first.
+ *   When the schedule has room, slots are granted from now on and used at once, so an instance
+ *   alone with demand still gets the whole rate, S at a time.
  *   Nothing without a backlog (waiting tokens). Nothing while the slots held still reach at
- *   least H/2 ahead (renew when less than half the horizon is covered), while a zero grant's
- *   "ask again at" has not come, during a fleet pause, or while no run could be stored. Else
+ *   least H/2 ahead (renew when less than half the horizon is covered), while more than S / 2
+ *   are held (one call per half share, never one per release), while a zero grant's "ask
+ *   again at" has not come, during a fleet pause, or while no run could be stored. Else
  *   backlog + what this instance released over the last horizon (expected arrivals) - slots
- *   held and gathered, when that is positive, capped at H / T (at least 1). The script caps it
- *   further at the instance's share (H / T / n).
+ *   held and gathered, when that is positive, capped at S - held. The script caps each grant
+ *   at S too (with its own, newer n).
  *
  * The failure ladder
  *   The store slow: nothing to do here, held slots keep being released in their windows.

@@ -270,8 +270,9 @@ static void test_cost_gathered(void **state)
     check_books(&l);
 }
 
-/* Renew when less than H/2 is covered; ask for the backlog (plus recent demand) minus what is
- * held, at least 1, at most H / T; nothing without a backlog. */
+/* Renew when less than H/2 is covered and at most half the share (H / T / n) is held; ask for
+ * the backlog (plus recent demand) minus what is held, at least 1, at most the share minus
+ * what is held; nothing without a backlog. */
 static void test_want(void **state)
 {
     struct lease l = make(100, 1, 500 * NS_PER_MS, 0); /* T 10 ms, G 5 ms, cap 50 */
@@ -284,15 +285,16 @@ static void test_want(void **state)
     assert_int_equal(lease_want(&l, 200, t0), 50);
     assert_int_equal(lease_want_at_ns(&l, 10, t0), t0);
 
-    /* 30 slots at 10, 20, ... 300 ms: 300 ms covered, over H/2. */
+    /* 30 slots at 10, 20, ... 300 ms: 300 ms covered, over H/2, and 30 held, over half the
+     * share of 50. Covered less than H/2 after 50 ms; 25 held once slot 4's deadline passed. */
     struct lease_reply r = reply(30, 10 * NS_PER_MS, 10 * NS_PER_MS, 1);
     lease_grant(&l, t0, t0, &r);
     assert_int_equal(lease_want(&l, 100, t0), 0);
     uint64_t at = lease_want_at_ns(&l, 100, t0);
-    assert_int_equal(at, t0 + 50 * NS_PER_MS + 1); /* last not_before - H/2, just past */
+    assert_int_equal(at, t0 + 55 * NS_PER_MS + 1);
     assert_int_equal(lease_want(&l, 100, at - 1), 0);
-    /* By then slots 0..3 passed unused: 26 held, 74 short, capped at 50. */
-    assert_int_equal(lease_want(&l, 100, at), 50);
+    /* By then slots 0..4 passed unused: 25 held, 75 short, capped at the share: 50 - 25. */
+    assert_int_equal(lease_want(&l, 100, at), 25);
     /* Held slots that cover the backlog: nothing to ask, until they are gone. */
     assert_int_equal(lease_want(&l, 5, at), 0);
     uint64_t gone = lease_want_at_ns(&l, 5, at);
@@ -313,6 +315,21 @@ static void test_want(void **state)
     lease_drop_until(&z, t0 + 400 * NS_PER_MS);
     assert_int_equal(lease_want(&z, 10, t0 + 300 * NS_PER_MS), 0);
     assert_int_equal(lease_want_at_ns(&z, 10, t0 + 300 * NS_PER_MS), t0 + 400 * NS_PER_MS);
+
+    /* Three instances: the share is 50 / 3 = 16 slots. Ten held at 0, 10, ... 90 ms (over
+     * half the share): nothing asked until no more than 8 are held, then up to 16 - 8. */
+    struct lease s3 = make(100, 1, 500 * NS_PER_MS, 0);
+    uint64_t t2 = t0 + 20 * NS_PER_SEC;
+    struct lease_reply ten = reply(10, 0, 10 * NS_PER_MS, 3);
+    lease_grant(&s3, t2, t2, &ten);
+    assert_int_equal(lease_want(&s3, 100, t2), 0);
+    /* Unused, two pass by slot 1's deadline (10 ms + G 5 ms). */
+    assert_int_equal(lease_want_at_ns(&s3, 100, t2), t2 + 15 * NS_PER_MS + 1);
+    assert_int_equal(lease_take(&s3, 1, t2), 0);
+    assert_int_equal(lease_want(&s3, 100, t2), 0); /* 9 held */
+    assert_int_equal(lease_take(&s3, 1, t2 + 10 * NS_PER_MS), 0);
+    assert_int_equal(lease_want(&s3, 100, t2 + 10 * NS_PER_MS), 8);
+    check_books(&s3);
 
     /* Recent demand: 20 released over the last horizon count as expected arrivals. */
     struct lease d = make(100, 1, 500 * NS_PER_MS, 0);
@@ -579,6 +596,7 @@ struct fleet {
     int lose_data;                         /* the store loses its data halfway (fenced) */
     /* results */
     uint64_t *rel; /* release instants, real time, in order */
+    int *rel_by;   /* ... and the member that made each */
     size_t nrel, cap;
     uint64_t start, calls, T, tau, G, dropped, granted;
 };
@@ -612,8 +630,10 @@ static void fleet_run(struct fleet *f)
     f->start = FLEET_START;
     f->cap = (size_t)(f->rate * (double)f->duration_ns / 1e9 * 1.5) + 1000;
     f->rel = calloc(f->cap, sizeof(f->rel[0]));
+    f->rel_by = calloc(f->cap, sizeof(f->rel_by[0]));
     f->nrel = 0;
     assert_non_null(f->rel);
+    assert_non_null(f->rel_by);
 
     for (uint64_t now = FLEET_START; now < FLEET_START + f->duration_ns; now += f->step_ns) {
         /* The store runs the calls it has received, in the order they reached it. */
@@ -652,6 +672,7 @@ static void fleet_run(struct fleet *f)
             }
             while (lease_take(&x->l, 1, local) == 0) {
                 assert_true(f->nrel < f->cap);
+                f->rel_by[f->nrel] = (int)(x - m);
                 f->rel[f->nrel++] = now;
             }
             if (!x->in_flight) {
@@ -768,6 +789,7 @@ static void test_overshoot_bound_random(void **state)
         total_drop += f.dropped;
         total_granted += f.granted;
         free(f.rel);
+        free(f.rel_by);
     }
     print_message("    24 fleets: %llu releases, %llu of %llu slots dropped, worst excess over "
                   "exact GCRA %llu\n",
@@ -794,10 +816,18 @@ static void test_three_instances_share(void **state)
     fleet_run(&f);
     check_bound(&f, "3 instances");
     /* After the first second (start-up), 9 s at 100/s. */
-    uint64_t from = f.start + NS_PER_SEC, n = 0;
-    for (size_t i = 0; i < f.nrel; i++)
+    uint64_t from = f.start + NS_PER_SEC, n = 0, by[FLEET_MAX] = {0};
+    for (size_t i = 0; i < f.nrel; i++) {
         n += f.rel[i] >= from;
+        by[f.rel_by[i]] += f.rel[i] >= from;
+    }
     assert_in_range(n, 873, 927);
+    /* Each backlogged instance gets its share, a third (within 10 %): none holds more than
+     * its share of the horizon, so none can crowd the others out. */
+    for (int i = 0; i < 3; i++) {
+        print_message("    instance %d: %llu\n", i, (unsigned long long)by[i]);
+        assert_in_range(by[i], n * 3 / 10, n * 11 / 30);
+    }
     assert_true(busiest(&f, NS_PER_SEC, 0) <= 102); /* 100 + 1 + ceil(5 ms / 10 ms) */
     assert_true(f.calls < 30 * 10);                 /* < 30 calls/s for 100 releases/s */
     assert_int_equal(f.dropped, 0);                 /* round trips well within G */
@@ -806,6 +836,7 @@ static void test_three_instances_share(void **state)
                   (unsigned long long)n, (unsigned long long)busiest(&f, NS_PER_SEC, 0),
                   (double)f.calls / 10);
     free(f.rel);
+    free(f.rel_by);
 }
 
 int main(void)
