@@ -680,6 +680,49 @@ def sanitizer_env():
     return env
 
 
+# --------------------------------------------------------------------------- reload
+
+RELOAD_OUTCOME = re.compile(r"reloaded |reload failed|reload ignored")
+
+
+def write_config(s, cfg):
+    """Replace s's config file atomically, so a reload never reads half a file."""
+    text = to_yaml(cfg) + "\n" if isinstance(cfg, dict) else cfg
+    tmp = s.config_path + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, s.config_path)
+
+
+def reload_outcomes(s):
+    """The lines in which s said what it did with a SIGHUP, oldest first."""
+    return [line for line in s.stderr().splitlines() if RELOAD_OUTCOME.search(line)]
+
+
+def reload(s, cfg=None, timeout=5.0):
+    """Write cfg (when given), send SIGHUP and wait until the daemon logs what it did with
+    it; returns that log line. A daemon that dies meanwhile fails at once, with its
+    sanitizer report when there is one."""
+    if cfg is not None:
+        write_config(s, cfg)
+    before = len(reload_outcomes(s))
+    s.send_signal(signal.SIGHUP)
+    lines = wait_until(lambda: s.proc.poll() is not None or reload_outcomes(s)[before:],
+                       timeout, interval=0.005,
+                       what="the outcome of SIGHUP in %s's log" % s.name)
+    if s.proc.poll() is not None:
+        raise AssertionError("%s died during a reload:\n%s"
+                             % (s.name, sanitizer_excerpt(s.stderr())))
+    return lines[0]
+
+
+def reload_ok(s, cfg=None, timeout=5.0):
+    """reload(), which must be applied (`reloaded`)."""
+    line = reload(s, cfg, timeout)
+    assert "reloaded " in line, "valid reload not applied: %r\n%s" % (line, s.stderr()[-3000:])
+    return line
+
+
 class Sluice:
     """One sluice process.
 

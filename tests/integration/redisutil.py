@@ -493,29 +493,6 @@ def pick(samples, name, **labels):
     return hits[0][1]
 
 
-def write_config(s, cfg):
-    text = harness.to_yaml(cfg) + "\n" if isinstance(cfg, dict) else cfg
-    tmp = s.config_path + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, s.config_path)
-
-
-_OUTCOME = re.compile(r"reloaded |reload failed|reload ignored")
-
-
-def reload(s, cfg=None, timeout=5.0):
-    """Write cfg (when given), SIGHUP, wait for the outcome line; returns it."""
-    if cfg is not None:
-        write_config(s, cfg)
-    before = len([x for x in s.stderr().splitlines() if _OUTCOME.search(x)])
-    s.send_signal(signal.SIGHUP)
-    lines = harness.wait_until(
-        lambda: [x for x in s.stderr().splitlines() if _OUTCOME.search(x)][before:],
-        timeout, interval=0.005, what="the outcome of SIGHUP in %s's log" % s.name)
-    return lines[0]
-
-
 class Fleet:
     """n sluice daemons (one upstream "api", route /api/) sharing one budget through one
     Redis, each with its own admin listener and instance name fleet-<i>."""
@@ -598,7 +575,7 @@ class Fleet:
 
     def reload(self, i, cfg):
         self.configs[i] = cfg
-        return reload(self.daemons[i], cfg)
+        return harness.reload(self.daemons[i], cfg)
 
 
 # --------------------------------------------------------------------------- load

@@ -12,9 +12,7 @@ the log. Timing bounds carry tolerances for a noisy 2-core machine running the A
 """
 
 import json
-import os
 import re
-import signal
 import time
 import urllib.parse
 
@@ -493,23 +491,6 @@ def test_client_hangup_parts_counted_client_closed(make_upstream, sluice_factory
 
 # --------------------------------------------------------------------------- reload
 
-OUTCOME = re.compile(r"reloaded |reload failed|reload ignored")
-
-
-def reload_ok(s, cfg, timeout=5.0):
-    """Write cfg atomically, SIGHUP, wait for the outcome line; it must be `reloaded`."""
-    tmp = s.config_path + ".new"
-    with open(tmp, "w") as f:
-        f.write(harness.to_yaml(cfg) + "\n")
-    os.replace(tmp, s.config_path)
-    count = lambda: [x for x in s.stderr().splitlines() if OUTCOME.search(x)]
-    before = len(count())
-    s.send_signal(signal.SIGHUP)
-    lines = harness.wait_until(lambda: count()[before:], timeout, interval=0.005,
-                               what="the outcome of SIGHUP in the log")
-    assert "reloaded " in lines[0], (lines[0], s.stderr()[-3000:])
-
-
 def test_reload_while_parts_queued(make_upstream, sluice_factory):
     """SIGHUP (a new file: news goes 1/s -> 2/s, weather's rate changes, the aggregate's
     timeout too) while the news part is queued behind a backlog: the answer still comes
@@ -531,7 +512,7 @@ def test_reload_while_parts_queued(make_upstream, sluice_factory):
         new = agg_config({"weather": up_conf(w.url, rate="50/s"),
                           "news": up_conf(n.url, rate="2/s"), "stocks": up_conf(st.url)},
                          parts, timeout="9s", port=s.port)
-        reload_ok(s, new)
+        harness.reload_ok(s, new)
         t_reloaded = time.monotonic()
         assert "/top" not in targets(n), "test too slow: the part left before the reload"
         rs = answers(clients)

@@ -16,7 +16,6 @@ after SIGTERM. Timings carry tolerances for a noisy 2-core machine under ASan.
 
 import errno
 import hashlib
-import os
 import re
 import signal
 import socket
@@ -31,37 +30,6 @@ import tlsutil
 
 
 # --------------------------------------------------------------------------- helpers
-
-OUTCOME = re.compile(r"reloaded |reload failed|reload ignored")
-
-
-def write_config(s, cfg):
-    """Replace s's config file atomically, so a reload never reads half a file."""
-    text = harness.to_yaml(cfg) + "\n" if isinstance(cfg, dict) else cfg
-    tmp = s.config_path + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, s.config_path)
-
-
-def outcomes(s):
-    return [line for line in s.stderr().splitlines() if OUTCOME.search(line)]
-
-
-def reload(s, cfg=None, timeout=5.0):
-    """Write cfg (when given), send SIGHUP and wait until the daemon logs what it did with
-    it; returns that log line."""
-    if cfg is not None:
-        write_config(s, cfg)
-    before = len(outcomes(s))
-    s.send_signal(signal.SIGHUP)
-    lines = harness.wait_until(lambda: s.proc.poll() is not None or outcomes(s)[before:],
-                               timeout, interval=0.005, what="the outcome of SIGHUP in the log")
-    if s.proc.poll() is not None:
-        raise AssertionError("sluice died during a reload:\n%s"
-                             % harness.sanitizer_excerpt(s.stderr()))
-    return lines[0]
-
 
 def assert_no_sanitizer(s):
     """Fail now (with the report) rather than at teardown, so the first failure shown is
@@ -127,7 +95,7 @@ def test_tls_reloads_while_tls_connections_open(pki, sluice_factory):
                     if delay > 0 and stop.wait(delay):
                         break
                     next_t += HUP_PERIOD
-                    reloads.append(reload(s))
+                    reloads.append(harness.reload(s))
             except Exception as e:
                 reload_errors.append(e)
 
@@ -227,7 +195,7 @@ def test_post_body_kept_when_reload_turns_retries_on(sluice_factory):
             cfg3 = fairutil.fair_config(up.url, port=s.port, rate="50/s", burst=1,
                                         max_wait="30s",
                                         retry={"max_attempts": 3, "max_wait": "60s"})
-            line = reload(s, cfg3)
+            line = harness.reload(s, cfg3)
             assert "reloaded " in line, line
             assert not up.answers, "test too slow: the 429 came before the reload"
             r = c.response()

@@ -14,7 +14,6 @@ no test guesses how long a reload takes. Timing assertions carry tolerances for 
 
 import asyncio
 import io
-import os
 import re
 import signal
 import socket
@@ -28,40 +27,6 @@ import harness
 
 
 # --------------------------------------------------------------------------- helpers
-
-OUTCOME = re.compile(r"reloaded |reload failed|reload ignored")
-
-
-def write_config(s, cfg):
-    """Replace s's config file atomically, so a reload never reads half a file."""
-    text = harness.to_yaml(cfg) + "\n" if isinstance(cfg, dict) else cfg
-    tmp = s.config_path + ".new"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, s.config_path)
-
-
-def outcomes(s):
-    return [line for line in s.stderr().splitlines() if OUTCOME.search(line)]
-
-
-def reload(s, cfg=None, timeout=5.0):
-    """Write cfg (when given), send SIGHUP and wait until the daemon logs what it did with
-    it; returns that log line."""
-    if cfg is not None:
-        write_config(s, cfg)
-    before = len(outcomes(s))
-    s.send_signal(signal.SIGHUP)
-    lines = harness.wait_until(lambda: outcomes(s)[before:], timeout, interval=0.005,
-                               what="the outcome of SIGHUP in the log")
-    return lines[0]
-
-
-def reload_ok(s, cfg):
-    line = reload(s, cfg)
-    assert "reloaded " in line, "valid reload not applied: %r\n%s" % (line, s.stderr()[-3000:])
-    return line
-
 
 def with_admin(cfg, admin_port):
     cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
@@ -148,7 +113,7 @@ def test_valid_reload_under_traffic_changes_rate_and_loses_nothing(upstream, slu
                                        max_wait="20s")
         with_admin(faster, admin_port)
         t_hup = time.monotonic()
-        line = reload_ok(s, faster)
+        line = harness.reload_ok(s, faster)
         t_done = time.monotonic()
         queued_at_reload = n - upstream.count
         assert queued_at_reload >= 5, \
@@ -279,7 +244,7 @@ def test_invalid_reloads_keep_the_old_config(upstream, sluice_factory):
     try:
         for i, (name, text, expected) in enumerate(BAD_RELOADS):
             newport = harness.free_port()
-            line = reload(s, text.format(port=s.port, newport=newport, admin=admin_port,
+            line = harness.reload(s, text.format(port=s.port, newport=newport, admin=admin_port,
                                          url=upstream.url, busy=busy.getsockname()[1]))
             assert "reload failed" in line, "%s: applied? %r" % (name, line)
             where = re.escape(s.config_path) + ":" + expected
@@ -309,7 +274,7 @@ def test_invalid_reloads_keep_the_old_config(upstream, sluice_factory):
     newport = harness.free_port()
     good = harness.simple_config(upstream.url, port=s.port, rate="5/s", burst=1)
     good["listen"].append({"address": "127.0.0.1:%d" % newport})
-    reload_ok(s, with_admin(good, admin_port))
+    harness.reload_ok(s, with_admin(good, admin_port))
     m = metrics(admin_port)
     assert metric(m, "sluice_config_reloads_total", result="failed") == len(BAD_RELOADS)
     assert metric(m, "sluice_config_reloads_total", result="ok") == 2
@@ -340,7 +305,7 @@ def test_listeners_added_removed_kept(upstream, sluice_factory):
         assert slow.target == "/b/slow?ms=1500"
         new = harness.simple_config(upstream.url, port=pa, rate="2/s", burst=2, max_wait="20s")
         new["listen"].append({"address": "127.0.0.1:%d" % pc})
-        reload_ok(s, new)
+        harness.reload_ok(s, new)
         assert time.monotonic() - slow.t < 1.4, "test too slow: B's request was not in flight"
         assert upstream.count < 4, "test too slow: nothing was queued on B at the reload"
         assert refused(pb), "removed listener B still accepts"
@@ -386,7 +351,7 @@ def test_removed_upstream_drains_its_queue_then_route_is_gone(make_upstream, slu
     n = 5
     clients = queue_on(port, ["/api/d/%d" % i for i in range(n)])
     try:
-        reload_ok(s, two_upstreams(up_api.url, up_other.url, port, with_api=False))
+        harness.reload_ok(s, two_upstreams(up_api.url, up_other.url, port, with_api=False))
         assert up_api.count <= n - 2, "test too slow: api's queue had drained before the reload"
         r = harness.http_request(port, "GET", "/api/new")
         harness.assert_sluice_error(r, 404, "no_route")
@@ -419,7 +384,7 @@ def test_kept_upstream_keeps_queue_order_and_token_balance(upstream, sluice_fact
     paths = ["/api/k/%d" % i for i in range(n)]
     clients = queue_on(port, paths)
     try:
-        reload_ok(s, harness.simple_config(upstream.url, port=port, rate="1/s", burst=1,
+        harness.reload_ok(s, harness.simple_config(upstream.url, port=port, rate="1/s", burst=1,
                                            max_wait="30s", keepalive=4))
         assert upstream.count <= 1, "test too slow: a second request left before the reload"
         rs = answers(clients)
@@ -443,7 +408,7 @@ def test_changed_url_sends_new_requests_to_new_server(make_upstream, sluice_fact
     for i in range(3):
         assert harness.http_request(port, "GET", "/api/old/%d" % i).status == 200
     assert old.count == 3
-    reload_ok(s, harness.simple_config(new.url, port=port))
+    harness.reload_ok(s, harness.simple_config(new.url, port=port))
     for i in range(3):
         r = harness.http_request(port, "GET", "/api/new/%d" % i)
         assert r.status == 200, r
@@ -519,7 +484,7 @@ def test_reloads_every_half_second_under_load(upstream, sluice_factory):
                     break
                 next_t += 0.5
                 v ^= 1
-                reload_lines.append(reload(s, cfgs[v], timeout=5.0))
+                reload_lines.append(harness.reload(s, cfgs[v], timeout=5.0))
         except Exception as e:  # reported by the test thread
             reload_errors.append(e)
 
@@ -588,15 +553,15 @@ def test_reload_while_draining_is_ignored_and_drain_exits_0(upstream, sluice_fac
     port = harness.free_port()
     s = sluice_factory(harness.simple_config(upstream.url, port=port, rate="2/s", burst=1,
                                              drain_timeout="20s"))
-    reload_ok(s, harness.simple_config(upstream.url, port=port, rate="5/s", burst=1,
+    harness.reload_ok(s, harness.simple_config(upstream.url, port=port, rate="5/s", burst=1,
                                        drain_timeout="20s"))
-    reload_ok(s, harness.simple_config(upstream.url, port=port, rate="5/s", burst=1,
+    harness.reload_ok(s, harness.simple_config(upstream.url, port=port, rate="5/s", burst=1,
                                        max_wait="20s", drain_timeout="20s"))
     clients = queue_on(port, ["/api/t/%d" % i for i in range(n)])
     try:
         s.send_signal(signal.SIGTERM)
         harness.wait_until(lambda: "draining" in s.stderr(), 5, what="drain to start")
-        line = reload(s, harness.simple_config(upstream.url, port=port, rate="100/s",
+        line = harness.reload(s, harness.simple_config(upstream.url, port=port, rate="100/s",
                                                burst=50, drain_timeout="20s"))
         assert "reload ignored" in line and "draining" in line, line
         assert upstream.count < n, "test too slow: drained before the reload was ignored"
