@@ -116,16 +116,8 @@ def responses(clients):
         for c in clients:
             out.append(c.response())
     finally:
-        close_all(clients)
+        harness.close_all(clients)
     return out
-
-
-def close_all(clients):
-    for c in clients:
-        try:
-            c.close()
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------- config

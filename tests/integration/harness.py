@@ -72,6 +72,8 @@ import threading
 import time
 import urllib.parse
 
+from prometheus_client.parser import text_string_to_metric_families
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SLUICE_BIN = os.environ.get("SLUICE_BIN", os.path.join(REPO, "build", "asan", "sluice"))
@@ -678,6 +680,35 @@ def sanitizer_env():
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
     return env
+
+
+def scrape(admin_port):
+    """GET /metrics on the admin port, read with prometheus_client: {(name,
+    frozenset(labels)): value}. (test_ops.scrape also checks the exposition format.)"""
+    r = http_request(admin_port, "GET", "/metrics", timeout=5)
+    assert r.status == 200, r
+    out = {}
+    for fam in text_string_to_metric_families(r.body.decode("utf-8")):
+        for smp in fam.samples:
+            out[(smp.name, frozenset(smp.labels.items()))] = smp.value
+    return out
+
+
+def close_all(clients):
+    for c in clients:
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+def answers(clients):
+    """The response of each RawClient, in order; every client closed."""
+    try:
+        return [c.response() for c in clients]
+    finally:
+        for c in clients:
+            c.close()
 
 
 # --------------------------------------------------------------------------- reload

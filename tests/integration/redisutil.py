@@ -57,7 +57,6 @@ import threading
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import harness
 
@@ -447,17 +446,6 @@ def shared_config(upstream_url, redis_address, *, instance=None, budget=BUDGET, 
     return cfg
 
 
-def scrape(admin_port):
-    """GET /metrics on the admin port: {(name, frozenset(labels)): value}."""
-    r = harness.http_request(admin_port, "GET", "/metrics", timeout=5)
-    assert r.status == 200, r
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode("utf-8")):
-        for smp in fam.samples:
-            out[(smp.name, frozenset(smp.labels.items()))] = smp.value
-    return out
-
-
 _SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 
 
@@ -533,7 +521,7 @@ class Fleet:
         return "%s/%s" % (self.names[i], upstream)
 
     def metrics(self, i):
-        return scrape(self.admin_ports[i])
+        return harness.scrape(self.admin_ports[i])
 
     def shared_value(self, i, name, samples=None, **labels):
         samples = samples if samples is not None else self.metrics(i)

@@ -328,14 +328,6 @@ def backlog(s, upstream, name, n, first_fresh=True):
     return clients
 
 
-def answers(clients):
-    try:
-        return [c.response() for c in clients]
-    finally:
-        for c in clients:
-            c.close()
-
-
 def test_predicted_deadline_fails_part_at_once(make_upstream, sluice_factory):
     """An upstream at 1/s with a backlog of 4 (one sent, three queued: the next slot is
     ~3 s away, past the aggregate's 2 s timeout). Its part fails at once with `deadline`:
@@ -355,7 +347,7 @@ def test_predicted_deadline_fails_part_at_once(make_upstream, sluice_factory):
         assert took < 1.0, "predicted deadline answered after %.2fs (timeout 2s)" % took
         after = harness.RawClient(s.port).send("/direct/news/after").wait_read()
         clients.append(after)
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -435,7 +427,7 @@ def test_client_hangup_withdraws_queued_part(make_upstream, sluice_factory):
         assert time.monotonic() - t_close < 2.5, "taking the parts back took too long"
         after = harness.RawClient(s.port).send("/direct/news/after").wait_read()
         clients.append(after)
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -469,7 +461,7 @@ def test_client_hangup_parts_counted_client_closed(make_upstream, sluice_factory
         agg.close()
         harness.wait_until(lambda: status_of(ap, "news")["counters"]["withdrawn"] == 1, 2.0,
                            what="the news part withdrawn")
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -515,7 +507,7 @@ def test_reload_while_parts_queued(make_upstream, sluice_factory):
         harness.reload_ok(s, new)
         t_reloaded = time.monotonic()
         assert "/top" not in targets(n), "test too slow: the part left before the reload"
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()

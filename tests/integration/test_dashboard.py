@@ -147,14 +147,6 @@ def start(sluice_factory, cfg):
     return s, ap
 
 
-def close_all(clients):
-    for c in clients:
-        try:
-            c.close()
-        except OSError:
-            pass
-
-
 # --------------------------------------------------------------------------- the assets
 
 def test_compiled_assets_are_generated_from_the_sources(tmp_path):
@@ -308,7 +300,7 @@ def test_page_shows_each_upstream_queue_and_refusals(upstream, sluice_factory, o
         assert top is not None and float(top["value"]) >= 4, top
         d.assert_clean()
     finally:
-        close_all(clients)
+        harness.close_all(clients)
 
 
 def test_pause_countdown_after_429(sluice_factory, open_page):
@@ -408,7 +400,7 @@ def test_client_keys_are_shown_as_text(sluice_factory, open_page):
             assert "&lt;img src=x onerror=alert(1)&gt;" in body
             d.assert_clean()
         finally:
-            close_all(clients)
+            harness.close_all(clients)
     finally:
         up.stop()
 
@@ -458,4 +450,4 @@ def test_phone_layout(upstream, sluice_factory, open_page):
         assert over == [], over
         d.assert_clean()
     finally:
-        close_all(clients)
+        harness.close_all(clients)

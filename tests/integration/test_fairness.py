@@ -239,7 +239,7 @@ def test_key_queue_share(upstream, sluice_factory):
         assert r.status == 200, r
         assert took < 0.5, "key B waited %.2fs behind A's full share" % took
     finally:
-        fairutil.close_all([first] + waiting)
+        harness.close_all([first] + waiting)
     got = sorted((tag(q), fairutil.query_of(q)["i"]) for q in upstream.requests)
     assert got == [("A", "0"), ("B", "0")], got
     # The 50 abandoned waiters are withdrawn (and consumed no token).

@@ -21,7 +21,6 @@ import statistics
 import threading
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
 
 import harness
 
@@ -31,17 +30,6 @@ import harness
 def with_admin(cfg, admin_port):
     cfg["admin"] = {"address": "127.0.0.1:%d" % admin_port}
     return cfg
-
-
-def metrics(admin_port):
-    """{(name, frozenset(labels)): value} from GET /metrics, read with prometheus_client."""
-    r = harness.http_request(admin_port, "GET", "/metrics")
-    assert r.status == 200, r
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode("utf-8")):
-        for smp in fam.samples:
-            out[(smp.name, frozenset(smp.labels.items()))] = smp.value
-    return out
 
 
 def metric(samples, name, **labels):
@@ -87,14 +75,6 @@ def queue_on(port, paths, **kw):
     return clients
 
 
-def answers(clients):
-    try:
-        return [c.response() for c in clients]
-    finally:
-        for c in clients:
-            c.close()
-
-
 # --------------------------------------------------------------------------- valid reload
 
 def test_valid_reload_under_traffic_changes_rate_and_loses_nothing(upstream, sluice_factory):
@@ -118,7 +98,7 @@ def test_valid_reload_under_traffic_changes_rate_and_loses_nothing(upstream, slu
         queued_at_reload = n - upstream.count
         assert queued_at_reload >= 5, \
             "test too slow: only %d still queued when the reload was applied" % queued_at_reload
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -139,7 +119,7 @@ def test_valid_reload_under_traffic_changes_rate_and_loses_nothing(upstream, slu
     # At 2/s the rest would have taken >= 3.5 s more.
     assert max(after) - t_done < 2.0, "gaps after the reload %r" % gaps(after)
 
-    m = metrics(admin_port)
+    m = harness.scrape(admin_port)
     assert metric(m, "sluice_config_reloads_total", result="ok") == 2  # start-up + reload
     assert metric(m, "sluice_config_reloads_total", result="failed") == 0
     assert metric(m, "sluice_config_last_reload_success") == 1
@@ -250,7 +230,7 @@ def test_invalid_reloads_keep_the_old_config(upstream, sluice_factory):
             where = re.escape(s.config_path) + ":" + expected
             assert re.search(where, line), "%s: expected %r in %r" % (name, where, line)
 
-            m = metrics(admin_port)
+            m = harness.scrape(admin_port)
             assert metric(m, "sluice_config_reloads_total", result="failed") == i + 1, name
             assert metric(m, "sluice_config_reloads_total", result="ok") == 1, name
             assert metric(m, "sluice_config_last_reload_success") == 0, name
@@ -275,7 +255,7 @@ def test_invalid_reloads_keep_the_old_config(upstream, sluice_factory):
     good = harness.simple_config(upstream.url, port=s.port, rate="5/s", burst=1)
     good["listen"].append({"address": "127.0.0.1:%d" % newport})
     harness.reload_ok(s, with_admin(good, admin_port))
-    m = metrics(admin_port)
+    m = harness.scrape(admin_port)
     assert metric(m, "sluice_config_reloads_total", result="failed") == len(BAD_RELOADS)
     assert metric(m, "sluice_config_reloads_total", result="ok") == 2
     assert metric(m, "sluice_config_last_reload_success") == 1
@@ -310,7 +290,7 @@ def test_listeners_added_removed_kept(upstream, sluice_factory):
         assert upstream.count < 4, "test too slow: nothing was queued on B at the reload"
         assert refused(pb), "removed listener B still accepts"
         assert harness.port_accepts(pc), "new listener C does not accept"
-        rs = answers(on_b)
+        rs = harness.answers(on_b)
     finally:
         for c in on_b:
             c.close()
@@ -357,7 +337,7 @@ def test_removed_upstream_drains_its_queue_then_route_is_gone(make_upstream, slu
         harness.assert_sluice_error(r, 404, "no_route")
         assert up_api.count < n, "test too slow: checked 404 after the drain"
         assert harness.http_request(port, "GET", "/other/x").status == 200
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -387,7 +367,7 @@ def test_kept_upstream_keeps_queue_order_and_token_balance(upstream, sluice_fact
         harness.reload_ok(s, harness.simple_config(upstream.url, port=port, rate="1/s", burst=1,
                                            max_wait="30s", keepalive=4))
         assert upstream.count <= 1, "test too slow: a second request left before the reload"
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()
@@ -531,7 +511,7 @@ def test_reloads_every_half_second_under_load(upstream, sluice_factory):
     assert set(ids.values()) == {1}, "sent twice: %r" % {k: v for k, v in ids.items() if v > 1}
     assert upstream.count == n
 
-    m = metrics(admin_port)
+    m = harness.scrape(admin_port)
     ok = sum(v for (name, labels), v in m.items()
              if name == "sluice_requests_total" and dict(labels).get("status") == "200")
     assert ok == n, "sluice_requests_total{status=200} is %r, sent %d" % (ok, n)
@@ -565,7 +545,7 @@ def test_reload_while_draining_is_ignored_and_drain_exits_0(upstream, sluice_fac
                                                burst=50, drain_timeout="20s"))
         assert "reload ignored" in line and "draining" in line, line
         assert upstream.count < n, "test too slow: drained before the reload was ignored"
-        rs = answers(clients)
+        rs = harness.answers(clients)
     finally:
         for c in clients:
             c.close()

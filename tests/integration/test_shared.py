@@ -27,7 +27,7 @@ import pytest
 import harness
 from redisutil import (BUDGET, Fleet, Subscriber, assert_all_ok, arrivals_by_tag,  # noqa: F401
                        budget_key, count_between, fmt_times, grace_s, loadgen, pick_raw,
-                       raw_samples, redis_factory, scrape, shared_bound, shared_config,
+                       raw_samples, redis_factory, shared_bound, shared_config,
                        steady_rate, window_max)
 from test_ops import check_exposition
 
@@ -161,7 +161,7 @@ def test_three_instances_keep_one_budget(upstream, sluice_factory, redis_factory
 
     granted_total = 0
     for i in range(3):
-        m = scrape(fleet.admin_ports[i])
+        m = harness.scrape(fleet.admin_ports[i])
         assert fleet.mode(i, mid[i]) == "redis"
         assert fleet.mode(i, m) == "redis"
         assert fleet.shared_value(i, "sluice_shared_instances", mid[i]) == 3
