@@ -46,94 +46,16 @@ done
 [ -x "$SLUICE" ] || die "$SLUICE not found (make build/sluice)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX") || die "mktemp failed"
-PIDS=""
-WATCHDOG=""
-FAILED=0
+NAME=bench
+LOGDIR=$OUTDIR/logs
+. "$B/proc.sh"
 
-# ------------------------------------------------------------------ process handling
-stop_pid() {  # stop_pid PID: TERM, up to 5 s, then KILL; reaps it
-  [ -n "$1" ] || return 0
-  if kill -0 "$1" 2>/dev/null; then
-    kill -TERM "$1" 2>/dev/null
-    i=0
-    while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "$1" 2>/dev/null
-  fi
-  wait "$1" 2>/dev/null
-  forget "$1"
-  return 0
-}
-
-forget() {  # forget PID: no longer ours to stop (reaped: its number may be reused)
-  n=""
-  for p in $PIDS; do [ "$p" = "$1" ] || n="$n $p"; done
-  PIDS=$n
-}
-
-cleanup() {
-  trap - EXIT INT TERM
-  for p in $PIDS; do stop_pid "$p"; done
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null && wait "$WATCHDOG" 2>/dev/null
-  mkdir -p "$OUTDIR/logs"
-  rm -f "$OUTDIR/logs/"*
-  for f in "$TMP"/*.err "$TMP"/*.out "$TMP"/*.kv "$TMP"/*.yaml "$TMP"/*.conf; do
-    [ -f "$f" ] && cp "$f" "$OUTDIR/logs/"
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-# fd 3: the script's stderr, also from inside a function whose output is redirected
-exec 3>&2
-trap 'echo "bench: interrupted" >&3; exit 130' INT TERM
-
-# start NAME CMD...: run in the background, stdout/stderr to $TMP/NAME.out/.err
-start() {
-  name=$1; shift
-  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  LAST=$!
-  PIDS="$LAST $PIDS"
-}
-
-# fg CMD...: run CMD and wait for it. In the background with `wait`, because sh runs a
-# trap only once the foreground command has finished, while `wait` returns at once.
-fg() {
-  "$@" &
-  FG=$!
-  PIDS="$FG $PIDS"
-  wait "$FG"
-  rc=$?
-  forget "$FG"
-  return $rc
-}
-
-# alive PID NAME: fails (and says so) when the process has gone
-alive() {
-  if ! kill -0 "$1" 2>/dev/null; then
-    wait "$1" 2>/dev/null; rc=$?
-    forget "$1"
-    echo "bench: $2 (pid $1) died, exit status $rc; last lines of its stderr:" >&2
-    tail -n 20 "$TMP/$2.err" >&2 2>/dev/null
-    FAILED=1
-    return 1
-  fi
-  return 0
-}
-
-wait_port() { "$PY" "$B/util.py" wait-port "$1" 10 || { echo "bench: nothing listens on port $1 ($2)" >&2; FAILED=1; return 1; }; }
+# ------------------------------------------------------------------ helpers
 cpu_of() { "$PY" "$B/util.py" cpu "$@"; }
 rss_of() { "$PY" "$B/util.py" rss "$1"; }
-kv() { printf '%s=%s\n' "$2" "$3" >>"$TMP/$1.kv"; }        # kv FILE KEY VALUE
 getkv() { sed -n "s/^$2=//p" "$TMP/$1.kv" 2>/dev/null | tail -n 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-
-# Abort the whole run if it overruns (a hung tool must not hang `make bench`).
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$TIMEOUT" & s=$!
-  wait "$s" && echo "bench: still running after ${TIMEOUT}s: aborting" >&3 && kill -TERM $$
-) &
-WATCHDOG=$!
 
 # ------------------------------------------------------------------ environment
 ulimit -n "$(ulimit -H -n)" 2>/dev/null
@@ -145,16 +67,9 @@ fi
 # At 1/s the last of MEM_N queued requests waits MEM_N seconds: max_wait must exceed that,
 # or admission refuses the tail as "deadline" (a 1h max_wait admits only 3600).
 MEM_WAIT=$((MEM_N / 3600 + 2))h
-NCPU=$(nproc 2>/dev/null || echo 1)
-PIN=${BENCH_PIN:-}
-if [ -z "$PIN" ]; then
-  if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null 2>&1; then PIN=1; else PIN=0; fi
-fi
 if [ "$PIN" = 1 ]; then
-  ON_PROXY="taskset -c 0"; ON_LOAD="taskset -c 1"
   PINNING="proxy under test on CPU 0; wrk, upstream and Python clients on CPU 1"
 else
-  ON_PROXY=""; ON_LOAD=""
   PINNING="none"
 fi
 

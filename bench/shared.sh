@@ -50,97 +50,19 @@ for r in $RATES; do [ "$r" -ge "$WRK_FROM" ] && need_wrk=1; done
 [ $need_wrk = 1 ] && ! command -v wrk >/dev/null 2>&1 && die "wrk not found (make deps-bench installs it)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench-shared.XXXXXX") || die "mktemp failed"
-PIDS=""
-WATCHDOG=""
-FAILED=0
+NAME=bench-shared
+LOGDIR=$OUTDIR/shared-logs
+. "$B/proc.sh"
 
-# ------------------------------------------------------------------ process handling
-stop_pid() {  # stop_pid PID: TERM, up to 5 s, then KILL; reaps it
-  [ -n "$1" ] || return 0
-  if kill -0 "$1" 2>/dev/null; then
-    kill -TERM "$1" 2>/dev/null
-    i=0
-    while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "$1" 2>/dev/null
-  fi
-  wait "$1" 2>/dev/null
-  forget "$1"
-  return 0
-}
-
-forget() {
-  n=""
-  for p in $PIDS; do [ "$p" = "$1" ] || n="$n $p"; done
-  PIDS=$n
-}
-
-cleanup() {
-  trap - EXIT INT TERM
-  for p in $PIDS; do stop_pid "$p"; done
-  [ -n "$WATCHDOG" ] && kill "$WATCHDOG" 2>/dev/null && wait "$WATCHDOG" 2>/dev/null
-  mkdir -p "$OUTDIR/shared-logs"
-  rm -f "$OUTDIR/shared-logs/"*
-  for f in "$TMP"/*.err "$TMP"/*.out "$TMP"/*.kv "$TMP"/*.yaml; do
-    [ -f "$f" ] && cp "$f" "$OUTDIR/shared-logs/"
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-exec 3>&2
-trap 'echo "bench-shared: interrupted" >&3; exit 130' INT TERM
-
-start() {  # start NAME CMD...: in the background, output to $TMP/NAME.out/.err
-  name=$1; shift
-  "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  LAST=$!
-  PIDS="$LAST $PIDS"
-}
-
-fg() {  # fg CMD...: run and wait (in the background with `wait`, so traps run at once)
-  "$@" &
-  FG=$!
-  PIDS="$FG $PIDS"
-  wait "$FG"
-  rc=$?
-  forget "$FG"
-  return $rc
-}
-
-alive() {
-  if ! kill -0 "$1" 2>/dev/null; then
-    wait "$1" 2>/dev/null; rc=$?
-    forget "$1"
-    echo "bench-shared: $2 (pid $1) died, exit status $rc; last lines of its stderr:" >&2
-    tail -n 20 "$TMP/$2.err" >&2 2>/dev/null
-    FAILED=1
-    return 1
-  fi
-  return 0
-}
-
-wait_port() { "$PY" "$B/util.py" wait-port "$1" 10 || { echo "bench-shared: nothing listens on port $1 ($2)" >&2; FAILED=1; return 1; }; }
-kv() { printf '%s=%s\n' "$2" "$3" >>"$TMP/$1.kv"; }
+# ------------------------------------------------------------------ helpers
 now() { "$PY" -c 'import time; print("%.6f" % time.monotonic())'; }
-
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$TIMEOUT" & s=$!
-  wait "$s" && echo "bench-shared: still running after ${TIMEOUT}s: aborting" >&3 && kill -TERM $$
-) &
-WATCHDOG=$!
 
 # ------------------------------------------------------------------ environment
 ulimit -n "$(ulimit -H -n)" 2>/dev/null
-NCPU=$(nproc 2>/dev/null || echo 1)
-PIN=${BENCH_PIN:-}
-if [ -z "$PIN" ]; then
-  if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null 2>&1; then PIN=1; else PIN=0; fi
-fi
 if [ "$PIN" = 1 ]; then
-  ON_PROXY="taskset -c 0"; ON_LOAD="taskset -c 1"
   PINNING="sluice instances on CPU 0; Redis, upstream and clients on CPU 1"
 else
-  ON_PROXY=""; ON_LOAD=""; PINNING="none"
+  PINNING="none"
 fi
 fg "$PY" "$B/util.py" quiet "${BENCH_QUIET_WAIT:-10}" 15 >"$TMP/busy.out"
 {
