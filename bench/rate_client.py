@@ -11,8 +11,8 @@ requests from its queue) and writes a key=value summary to --out.
 import argparse
 import asyncio
 import collections
-import resource
-import time
+
+import util
 
 
 async def one(port, counts, timeout):
@@ -45,32 +45,11 @@ async def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
     counts = collections.Counter()
-    tasks = []
-    n = int(args.rate * args.duration)
-    t0 = time.monotonic()
-    late = 0.0
-    for i in range(n):
-        due = t0 + i / args.rate
-        now = time.monotonic()
-        if due > now:
-            await asyncio.sleep(due - now)
-        else:
-            late = max(late, now - due)
-        tasks.append(asyncio.ensure_future(one(args.port, counts, 3600)))
-    offered_s = time.monotonic() - t0
-    await asyncio.sleep(args.grace)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    n, offered_s, late = await util.open_loop(args.rate, args.duration, args.grace,
+                                              lambda i: one(args.port, counts, 3600))
     with open(args.out, "w") as f:
-        f.write("offered=%d\noffered_s=%.3f\noffered_rate=%.1f\nmax_late_ms=%.1f\n"
-                % (n, offered_s, n / offered_s if offered_s > 0 else 0, late * 1000))
-        for k, v in sorted(counts.items()):
-            f.write("status_%s=%d\n" % (k, v))
+        util.write_offered(f, n, offered_s, late, counts)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ writes key=value lines to --out: what was offered, answers by status, and the la
 import argparse
 import asyncio
 import collections
-import resource
 import time
+
+import util
 
 
 async def one(port, counts, lat, timeout):
@@ -59,34 +60,14 @@ async def main():
     args = ap.parse_args()
     ports = [int(p) for p in args.ports.split(",")]
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
     counts = collections.Counter()
     lat = []
-    tasks = []
-    n = int(args.rate * args.duration)
-    t0 = time.monotonic()
-    late = 0.0
-    for i in range(n):
-        due = t0 + i / args.rate
-        now = time.monotonic()
-        if due > now:
-            await asyncio.sleep(due - now)
-        else:
-            late = max(late, now - due)
-        tasks.append(asyncio.ensure_future(one(ports[i % len(ports)], counts, lat, 3600)))
-    offered_s = time.monotonic() - t0
-    await asyncio.sleep(args.grace)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    n, offered_s, late = await util.open_loop(
+        args.rate, args.duration, args.grace,
+        lambda i: one(ports[i % len(ports)], counts, lat, 3600))
     lat.sort()
     with open(args.out, "w") as f:
-        f.write("offered=%d\noffered_s=%.3f\noffered_rate=%.1f\nmax_late_ms=%.1f\n"
-                % (n, offered_s, n / offered_s if offered_s > 0 else 0, late * 1000))
-        for k, v in sorted(counts.items()):
-            f.write("status_%s=%d\n" % (k, v))
+        util.write_offered(f, n, offered_s, late, counts)
         f.write("lat_n=%d\n" % len(lat))
         for p in (50, 90, 99):
             f.write("lat_p%d_ms=%.2f\n" % (p, pct(lat, p) * 1000))

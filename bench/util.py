@@ -11,8 +11,13 @@
   util.py cpurun FILE CMD...   run CMD, write its CPU seconds (user+sys) to FILE, exit as it did
   util.py quiet SECS PCT       wait up to SECS for a second in which the CPUs are < PCT% busy;
                                print the last busy figure
+
+Imported by the open-loop clients (rate_client.py, shared_client.py): open_loop() and
+write_offered().
 """
+import asyncio
 import os
+import resource
 import socket
 import sys
 import time
@@ -123,6 +128,41 @@ def quiet(secs, pct):
         if float(b) < pct or time.monotonic() >= deadline:
             print(b)
             return 0
+
+
+async def open_loop(rate, duration, grace, start):
+    """Open loop: start(i) (a coroutine: one request) at t0 + i / rate for i below rate *
+    duration, never waiting for answers; then `grace` seconds more, and cancel what is still
+    pending. Returns (requests started, seconds the starting took, how late the latest start
+    was behind its schedule)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tasks = []
+    n = int(rate * duration)
+    t0 = time.monotonic()
+    late = 0.0
+    for i in range(n):
+        due = t0 + i / rate
+        now = time.monotonic()
+        if due > now:
+            await asyncio.sleep(due - now)
+        else:
+            late = max(late, now - due)
+        tasks.append(asyncio.ensure_future(start(i)))
+    offered_s = time.monotonic() - t0
+    await asyncio.sleep(grace)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return n, offered_s, late
+
+
+def write_offered(f, n, offered_s, late, counts):
+    """The offered load and the answers by status, as KEY=VALUE lines."""
+    f.write("offered=%d\noffered_s=%.3f\noffered_rate=%.1f\nmax_late_ms=%.1f\n"
+            % (n, offered_s, n / offered_s if offered_s > 0 else 0, late * 1000))
+    for k, v in sorted(counts.items()):
+        f.write("status_%s=%d\n" % (k, v))
 
 
 def main(argv):
